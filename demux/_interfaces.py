@@ -1,0 +1,117 @@
+"""
+The contracts between the parts of demux.
+
+A matcher is a pure function of the bytes a client has sent so far; a matcher
+factory builds one from the value a user wrote under C{match.NAME} in the
+configuration; a target is what a decided connection is handed to.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import TYPE_CHECKING
+
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
+    from twisted.internet.protocol import Protocol
+
+    from ._peek import Peek
+
+
+class Verdict(enum.Enum):
+    """
+    What a matcher says of the bytes seen so far.
+
+    @cvar MATCH: these bytes are the matcher's protocol (and fit its options).
+    @cvar NO_MATCH: no continuation of these bytes can match.
+    @cvar NEED_MORE: more bytes could change the answer either way.
+    """
+
+    MATCH = "match"
+    NO_MATCH = "no match"
+    NEED_MORE = "need more"
+
+
+MATCH = Verdict.MATCH
+NO_MATCH = Verdict.NO_MATCH
+NEED_MORE = Verdict.NEED_MORE
+
+
+class IMatcher(Interface):
+    """
+    Recognises a protocol, and maybe a detail of it, from a connection's first
+    bytes.
+
+    A matcher does no I/O, reads no clock, keeps no state between calls and
+    never raises for malformed input (that is L{NO_MATCH}); this is what lets
+    every matcher be tested with plain bytes and shared between connections.
+    """
+
+    def match(peek: Peek) -> Verdict:
+        """
+        Judge the bytes seen so far.
+
+        L{NEED_MORE} is allowed only while more bytes could change the answer;
+        the same prefix must always get the same answer, however it arrived.
+        """
+
+    def describe(peek: Peek) -> str:
+        """
+        Why this matcher said L{MATCH} for C{peek}, for the log: a short
+        C{key=value} text such as C{"sni=discovery.example.com"}.
+
+        Only called after L{match} returned L{MATCH} for the same C{peek}.
+        """
+
+
+class IMatcherFactory(Interface):
+    """
+    A named, configurable kind of matcher: what a plugin provides.
+
+    Built-in matchers and third-party ones are found the same way, as objects
+    providing this interface named in the C{demux.matchers} entry-point group.
+    """
+
+    name = Attribute(
+        "The matcher's name: the key under C{match} in a route (C{str}). It "
+        "must equal the entry point's name."
+    )
+    summary = Attribute("One line saying what the matcher recognises (C{str}).")
+
+    def build(options: object) -> IMatcher:
+        """
+        Make a matcher from the value written in the configuration.
+
+        C{options} is what TOML gave for C{match.NAME}: usually a C{dict}, and
+        C{{}} or C{True} for a matcher without options; a factory may accept
+        a shorter form (a string or a list) where that reads better.
+
+        @raise demux.MatcherConfigError: with one sentence saying what is
+            wrong with C{options}; the caller adds where it was written.
+        """
+
+
+class ITarget(Interface):
+    """
+    Where a decided connection goes: a backend to relay to, or an in-process
+    protocol.
+    """
+
+    description = Attribute("A short text naming the target for logs (C{str}).")
+
+    def handOff(
+        transport: ITransport,
+        peeked: bytes,
+        reactor: IReactorTime,
+        peer: IAddress,
+    ) -> Protocol:
+        """
+        Take over a connection whose first bytes were C{peeked}.
+
+        C{transport} may have read nothing beyond C{peeked} yet; the target
+        must deliver C{peeked} before anything later.  It returns the protocol
+        that from now on gets the connection's events (C{dataReceived},
+        C{connectionLost} and, if it provides it, C{IHalfCloseableProtocol}).
+        """

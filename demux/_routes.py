@@ -1,0 +1,152 @@
+"""
+The route table, and the one function that decides a connection's route.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from attrs import field, frozen
+from zope.interface import implementer
+
+from ._errors import ConfigError
+from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, ITarget, Verdict
+from ._peek import Peek
+
+DEFAULT_INSPECT_DELAY = 5.0
+DEFAULT_MAX_PEEK = 16 * 1024
+
+
+@implementer(IMatcher)
+@frozen
+class AllOf:
+    """
+    Several matchers that must all match: what a route with more than one key
+    under C{match} means.
+    """
+
+    matchers: tuple[IMatcher, ...]
+
+    def match(self, peek: Peek) -> Verdict:
+        verdict = MATCH
+        for matcher in self.matchers:
+            v = matcher.match(peek)
+            if v is NO_MATCH:
+                return NO_MATCH
+            if v is NEED_MORE:
+                verdict = NEED_MORE
+        return verdict
+
+    def describe(self, peek: Peek) -> str:
+        return " ".join(m.describe(peek) for m in self.matchers)
+
+
+@frozen
+class Route:
+    """
+    One line of the route table.
+
+    @ivar name: unique within its table, used in logs and metrics.
+    @ivar matcher: decides whether a connection is this route's.
+    @ivar target: where a connection that took this route goes.
+    """
+
+    name: str
+    matcher: IMatcher
+    target: ITarget
+
+
+def _checkRoutes(
+    instance: RouteTable, attribute: object, routes: tuple[Route, ...]
+) -> None:
+    seen: set[str] = set()
+    for route in routes:
+        if route.name in seen:
+            raise ConfigError(f"two routes are named {route.name!r}")
+        seen.add(route.name)
+
+
+@frozen
+class RouteTable:
+    """
+    Everything that decides where a connection goes, as one immutable value.
+
+    @ivar routes: tried in order; the first that matches wins.
+    @ivar inspectDelay: seconds a connection may take to be decided.
+    @ivar maxPeek: the most bytes read before deciding.
+    @ivar onTimeout: the name of the route taken by a connection still
+        undecided when the delay or the byte cap runs out, or L{None} to close
+        it.
+    """
+
+    routes: tuple[Route, ...] = field(converter=tuple, validator=_checkRoutes)
+    inspectDelay: float = DEFAULT_INSPECT_DELAY
+    maxPeek: int = DEFAULT_MAX_PEEK
+    onTimeout: str | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.inspectDelay <= 0:
+            raise ConfigError("inspect_delay must be a positive number of seconds")
+        if self.maxPeek < 1:
+            raise ConfigError("max_peek must be at least 1 byte")
+        if self.onTimeout is not None and self.route(self.onTimeout) is None:
+            raise ConfigError(f"on_timeout names no route: {self.onTimeout!r}")
+
+    def route(self, name: str) -> Route | None:
+        """
+        The route called C{name}, if any.
+        """
+        for route in self.routes:
+            if route.name == name:
+                return route
+        return None
+
+
+@frozen
+class Decision:
+    """
+    Where a connection goes, and why, for the log.
+
+    @ivar route: the route taken, or L{None} if the connection is refused.
+    @ivar reason: what the winning matcher saw, or why nothing matched.
+    """
+
+    route: Route | None
+    reason: str
+
+
+def decide(table: RouteTable, peek: Peek, final: bool) -> Decision | None:
+    """
+    Decide a connection's route from its first bytes, or say it is too soon.
+
+    A route wins only when it matches and every route before it has said no:
+    while an earlier route still needs bytes, the answer is L{None} (wait).
+    When C{final} (the delay ran out, the byte cap was reached or the client
+    stopped sending), routes still undecided count as no and, if any route
+    was still undecided, the table's C{onTimeout} route takes the connection
+    (a client that waits for the server to speak first).  A connection every
+    route has refused outright is refused, final or not.
+    """
+    undecided = False
+    for route in table.routes:
+        verdict = route.matcher.match(peek)
+        if verdict is MATCH:
+            return Decision(route, route.matcher.describe(peek))
+        if verdict is NEED_MORE:
+            if not final:
+                return None
+            undecided = True
+    if undecided and table.onTimeout is not None:
+        return Decision(table.route(table.onTimeout), "undecided, on_timeout")
+    if undecided:
+        return Decision(None, "undecided when the wait ended")
+    return Decision(None, "no route matched")
+
+
+def matcherFor(matchers: Sequence[IMatcher]) -> IMatcher:
+    """
+    One matcher for a route's list of matchers: itself if there is one.
+    """
+    if len(matchers) == 1:
+        return matchers[0]
+    return AllOf(tuple(matchers))

@@ -1,0 +1,87 @@
+"""
+Small checks that matcher factories share for reading their options, so that
+every matcher rejects a bad value with the same kind of sentence.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from .._errors import MatcherConfigError
+
+
+def noOptions(options: object) -> None:
+    """
+    Accept C{{}} or C{true}, the two ways to write a matcher with no options.
+    """
+    if options is True or options == {}:
+        return
+    raise MatcherConfigError(
+        f"takes no options; write {{}} or true, not {options!r}"
+    )
+
+
+def optionTable(
+    options: object, allowed: Iterable[str]
+) -> Mapping[str, object]:
+    """
+    C{options} as a table whose keys are all in C{allowed}; C{true} is an
+    empty table.
+    """
+    if options is True:
+        return {}
+    if not isinstance(options, Mapping):
+        raise MatcherConfigError(f"expected a table of options, not {options!r}")
+    allowedSet = set(allowed)
+    for key in options:
+        if key not in allowedSet:
+            known = ", ".join(sorted(allowedSet)) or "none"
+            raise MatcherConfigError(
+                f"unknown option {key!r} (known options: {known})"
+            )
+    return options
+
+
+def stringList(value: object, what: str) -> tuple[str, ...]:
+    """
+    A non-empty list of strings, where a single string stands for a list of
+    one.
+    """
+    if isinstance(value, str):
+        value = [value]
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(v, str) and v for v in value)
+    ):
+        raise MatcherConfigError(
+            f"{what} must be a non-empty string or list of non-empty strings, "
+            f"not {value!r}"
+        )
+    return tuple(value)
+
+
+def positiveInt(value: object, what: str, maximum: int | None = None) -> int:
+    """
+    A whole number of at least 0 (and at most C{maximum}).
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MatcherConfigError(f"{what} must be a whole number >= 0, not {value!r}")
+    if maximum is not None and value > maximum:
+        raise MatcherConfigError(f"{what} must be at most {maximum}, not {value}")
+    return value
+
+
+def hostnameMatches(pattern: str, name: str) -> bool:
+    """
+    Whether C{name} matches C{pattern}, case-insensitively, where a pattern
+    C{*.example.com} matches any name with one or more labels in front of
+    C{example.com} (but not C{example.com} itself), as HAProxy's C{-m end}
+    on a dot and sslh's wildcards do.
+    """
+    pattern = pattern.lower().rstrip(".")
+    name = name.lower().rstrip(".")
+    if pattern.startswith("*."):
+        suffix = pattern[1:]
+        return name.endswith(suffix) and len(name) > len(suffix)
+    return name == pattern
