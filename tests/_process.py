@@ -1,0 +1,145 @@
+"""
+Running a real C{twistd demux} for integration and end-to-end tests.
+
+The tests start demux as a user would, as a separate C{twistd} process with a
+config file, and talk to it over loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def freePort(host: str = "127.0.0.1") -> int:
+    """
+    A TCP port nothing listens on right now.
+    """
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def waitForPort(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
+    """
+    Block until something accepts connections on C{host}:C{port}.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.05)
+
+
+def twistdCommand(*args: str) -> list[str]:
+    """
+    The command line that runs C{twistd} for this interpreter.
+    """
+    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
+
+
+class DemuxProcess:
+    """
+    A running C{twistd -n demux}, its log file and its port.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes], logPath: Path, port: int):
+        self.process = process
+        self.logPath = logPath
+        self.port = port
+
+    def log(self) -> str:
+        return self.logPath.read_text(errors="replace")
+
+    def waitForLog(self, text: str, timeout: float = 10.0) -> str:
+        """
+        Block until C{text} appears in the log; return the log.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            if text in log:
+                return log
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{text!r} never appeared in the log:\n{log}")
+            time.sleep(0.05)
+
+
+@contextmanager
+def runDemux(
+    config: str | None = None,
+    args: Sequence[str] = (),
+    port: int | None = None,
+    waitFor: int | None = -1,
+) -> Iterator[DemuxProcess]:
+    """
+    Run C{twistd -n demux} with C{config} (TOML text, in which C{{port}} is
+    replaced by a free port) and extra C{args}; stop it afterwards with
+    SIGTERM and check it exits.
+
+    @param waitFor: the port to wait for before yielding; -1 means the
+        C{port} chosen for the config, L{None} means don't wait.
+    """
+    if port is None:
+        port = freePort()
+    with tempfile.TemporaryDirectory(prefix="demux-test-") as d:
+        directory = Path(d)
+        logPath = directory / "twistd.log"
+        cmd = twistdCommand(
+            "-n", "--logfile", str(logPath), "--pidfile", str(directory / "pid"),
+            "demux",
+        )
+        if config is not None:
+            configPath = directory / "demux.toml"
+            configPath.write_text(config.replace("{port}", str(port)))
+            cmd += ["--config", str(configPath)]
+        cmd += list(args)
+        process = subprocess.Popen(
+            cmd, cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+        proc = DemuxProcess(process, logPath, port)
+        try:
+            if waitFor is not None:
+                target = port if waitFor == -1 else waitFor
+                try:
+                    waitForPort(target)
+                except TimeoutError:
+                    process.kill()
+                    out = process.communicate()[0].decode(errors="replace")
+                    log = logPath.read_text() if logPath.exists() else ""
+                    raise AssertionError(
+                        f"demux did not start:\n{out}\n{log}"
+                    ) from None
+            yield proc
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+def environmentWithPath() -> dict[str, str]:
+    """
+    The environment for child processes, with /usr/sbin on PATH (sshd,
+    haproxy).
+    """
+    env = dict(os.environ)
+    env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
+    return env
