@@ -85,3 +85,35 @@ def hostnameMatches(pattern: str, name: str) -> bool:
         suffix = pattern[1:]
         return name.endswith(suffix) and len(name) > len(suffix)
     return name == pattern
+
+
+def boolean(value: object, what: str) -> bool:
+    """
+    C{true} or C{false}, and nothing TOML would merely coerce to one.
+    """
+    if not isinstance(value, bool):
+        raise MatcherConfigError(f"{what} must be true or false, not {value!r}")
+    return value
+
+
+def hexBytes(value: object, what: str) -> bytes:
+    """
+    Bytes written in hex, two digits a byte, with spaces or colons allowed
+    between bytes (C{"9e79bc40"}, C{"9e 79 bc 40"}, C{"9e:79:bc:40"}), as
+    they are copied out of a protocol's documentation or a packet dump.
+    """
+    if not isinstance(value, str):
+        raise MatcherConfigError(
+            f"{what} must be a string of hex digits, not {value!r}"
+        )
+    pieces = [p for p in value.replace(":", " ").split() if p]
+    if not pieces or any(len(p) % 2 for p in pieces):
+        raise MatcherConfigError(
+            f"{what} must be whole bytes of two hex digits each, not {value!r}"
+        )
+    try:
+        return bytes.fromhex("".join(pieces))
+    except ValueError:
+        raise MatcherConfigError(
+            f"{what} must be hex digits (0-9, a-f), not {value!r}"
+        ) from None
