@@ -106,9 +106,13 @@ class ITarget(Interface):
         peeked: bytes,
         reactor: IReactorTime,
         peer: IAddress,
+        routeName: str,
     ) -> Protocol:
         """
         Take over a connection whose first bytes were C{peeked}.
+
+        C{peer} is the client's address and C{routeName} the route it took,
+        for the target's own log lines.
 
         C{transport} may have read nothing beyond C{peeked} yet; the target
         must deliver C{peeked} before anything later.  It returns the protocol

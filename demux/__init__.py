@@ -1,0 +1,63 @@
+"""
+demux: many protocols on one TCP port.
+
+Each connection's first bytes are offered to an ordered list of routes; the
+first route whose matcher says yes gets the connection, relayed to a backend
+or handed to an in-process protocol.  See the documentation for the
+configuration file, writing a matcher plugin, and embedding demux.
+"""
+
+from ._config import Config, configFromDict, loadConfig, routeFromArgument
+from ._errors import (
+    ConfigError,
+    DemuxError,
+    DuplicateMatcherError,
+    MatcherConfigError,
+    UnknownMatcherError,
+)
+from ._interfaces import (
+    MATCH,
+    NEED_MORE,
+    NO_MATCH,
+    IMatcher,
+    IMatcherFactory,
+    ITarget,
+    Verdict,
+)
+from ._peek import Peek
+from ._plugins import ENTRY_POINT_GROUP, findMatcherFactory, matcherFactories
+from ._protocol import DemuxFactory, DemuxProtocol
+from ._relay import BackendTarget, LocalTarget
+from ._routes import AllOf, Decision, Route, RouteTable, decide
+
+__all__ = [
+    "AllOf",
+    "BackendTarget",
+    "Config",
+    "ConfigError",
+    "Decision",
+    "DemuxError",
+    "DemuxFactory",
+    "DemuxProtocol",
+    "DuplicateMatcherError",
+    "ENTRY_POINT_GROUP",
+    "IMatcher",
+    "IMatcherFactory",
+    "ITarget",
+    "LocalTarget",
+    "MATCH",
+    "MatcherConfigError",
+    "NEED_MORE",
+    "NO_MATCH",
+    "Peek",
+    "Route",
+    "RouteTable",
+    "UnknownMatcherError",
+    "Verdict",
+    "configFromDict",
+    "decide",
+    "findMatcherFactory",
+    "loadConfig",
+    "matcherFactories",
+    "routeFromArgument",
+]

@@ -1,0 +1,304 @@
+"""
+Configuration loading: TOML text, or command-line routes, into one
+L{RouteTable} and the list of endpoints to listen on, and nothing else.
+
+Every error names its place (file, route, key) and reads as one sentence.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from attrs import frozen
+from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.python.reflect import namedAny
+
+from ._errors import ConfigError
+from ._interfaces import IMatcher, IMatcherFactory, ITarget
+from ._plugins import findMatcherFactory, matcherFactories
+from ._relay import DEFAULT_CONNECT_TIMEOUT, BackendTarget, LocalTarget
+from ._routes import (
+    DEFAULT_INSPECT_DELAY,
+    DEFAULT_MAX_PEEK,
+    Route,
+    RouteTable,
+    matcherFor,
+)
+
+_TOP_KEYS = {
+    "listen",
+    "inspect_delay",
+    "max_peek",
+    "on_timeout",
+    "connect_timeout",
+    "routes",
+}
+_ROUTE_KEYS = {"name", "match", "backend", "local", "connect_timeout"}
+
+
+@frozen
+class Config:
+    """
+    A loaded configuration.
+
+    @ivar listen: Twisted server endpoint strings to serve the table on.
+    @ivar table: the routes.
+    """
+
+    listen: tuple[str, ...]
+    table: RouteTable
+
+
+def _number(value: object, where: str, minimum: float = 0.0) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"must be a number, not {value!r}", where)
+    if value <= minimum:
+        raise ConfigError(f"must be more than {minimum:g}, not {value!r}", where)
+    return float(value)
+
+
+def _matcher(
+    match: object, where: str, factories: Mapping[str, IMatcherFactory]
+) -> IMatcher:
+    if not isinstance(match, Mapping) or not match:
+        raise ConfigError(
+            "must be a table naming at least one matcher, such as "
+            "match.tls.sni = [\"example.com\"] or match.any = {}",
+            where,
+        )
+    matchers = []
+    for name, options in match.items():
+        place = f"{where}.{name}"
+        try:
+            factory = findMatcherFactory(name, factories)
+            matchers.append(factory.build(options))
+        except ConfigError as e:
+            raise e.at(place) from None
+    return matcherFor(matchers)
+
+
+def _target(
+    route: Mapping[str, Any], where: str, reactor: Any, connectTimeout: float
+) -> ITarget:
+    if ("backend" in route) == ("local" in route):
+        raise ConfigError("needs exactly one of backend or local", where)
+    if "backend" in route:
+        description = route["backend"]
+        if not isinstance(description, str) or not description:
+            raise ConfigError(
+                "must be a Twisted client endpoint string such as "
+                f"\"tcp:127.0.0.1:8443\", not {description!r}",
+                f"{where}: backend",
+            )
+        try:
+            endpoint = clientFromString(reactor, description)
+        except Exception as e:
+            raise ConfigError(
+                f"bad client endpoint string {description!r}: {e}",
+                f"{where}: backend",
+            ) from None
+        return BackendTarget(endpoint, description, connectTimeout)
+    name = route["local"]
+    if not isinstance(name, str) or not name:
+        raise ConfigError(
+            f"must name a protocol factory as \"package.module.name\", not {name!r}",
+            f"{where}: local",
+        )
+    try:
+        found = namedAny(name.replace(":", "."))
+    except Exception as e:
+        raise ConfigError(f"cannot import {name!r}: {e}", f"{where}: local") from None
+    factory = found if IProtocolFactory.providedBy(found) else None
+    if factory is None and callable(found):
+        factory = found()
+    if not IProtocolFactory.providedBy(factory):
+        raise ConfigError(
+            f"{name!r} is neither a protocol factory nor makes one",
+            f"{where}: local",
+        )
+    return LocalTarget(factory, f"local {name}")
+
+
+def _listen(value: object, where: str, reactor: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            "must be a list of Twisted server endpoint strings such as "
+            "[\"tcp:443\"]",
+            where,
+        )
+    for description in value:
+        if not isinstance(description, str):
+            raise ConfigError(f"{description!r} is not a string", where)
+        try:
+            serverFromString(reactor, description)
+        except Exception as e:
+            raise ConfigError(
+                f"bad server endpoint string {description!r}: {e}", where
+            ) from None
+    return tuple(value)
+
+
+def configFromDict(
+    data: Mapping[str, Any],
+    reactor: Any,
+    source: str = "configuration",
+    factories: Mapping[str, IMatcherFactory] | None = None,
+    listen: Sequence[str] | None = None,
+) -> Config:
+    """
+    Build a L{Config} from the table that TOML (or the command line) gave.
+
+    @param source: the file name, for error messages.
+    @param factories: the matcher factories, by default every installed one.
+    @param listen: endpoint strings that replace the table's C{listen}.
+    @raise ConfigError: naming C{source} and the place in it.
+    """
+    if factories is None:
+        factories = matcherFactories()
+    try:
+        for key in data:
+            if key not in _TOP_KEYS:
+                raise ConfigError(
+                    f"unknown key {key!r} (known keys: {', '.join(sorted(_TOP_KEYS))})"
+                )
+        if listen:
+            listening = _listen(list(listen), "--listen", reactor)
+        elif "listen" in data:
+            listening = _listen(data["listen"], "listen", reactor)
+        else:
+            raise ConfigError("says nowhere to listen; add listen = [\"tcp:443\"]")
+        inspectDelay = DEFAULT_INSPECT_DELAY
+        if "inspect_delay" in data:
+            inspectDelay = _number(data["inspect_delay"], "inspect_delay")
+        maxPeek = DEFAULT_MAX_PEEK
+        if "max_peek" in data:
+            value = data["max_peek"]
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(
+                    f"must be a whole number of bytes, not {value!r}", "max_peek"
+                )
+            maxPeek = value
+        connectTimeout = DEFAULT_CONNECT_TIMEOUT
+        if "connect_timeout" in data:
+            connectTimeout = _number(data["connect_timeout"], "connect_timeout")
+        onTimeout = data.get("on_timeout")
+        if onTimeout is not None and not isinstance(onTimeout, str):
+            raise ConfigError(f"must be a route name, not {onTimeout!r}", "on_timeout")
+        routesData = data.get("routes")
+        if not isinstance(routesData, list) or not routesData:
+            raise ConfigError(
+                "has no routes; add at least one [[routes]] table", "routes"
+            )
+        routes = []
+        names: set[str] = set()
+        for index, routeData in enumerate(routesData, 1):
+            where = f"route {index}"
+            if not isinstance(routeData, Mapping):
+                raise ConfigError("must be a table", where)
+            name = routeData.get("name", f"route{index}")
+            if not isinstance(name, str) or not name:
+                raise ConfigError(f"name must be a non-empty string, not {name!r}", where)
+            where = f"route {name!r}"
+            if name in names:
+                raise ConfigError("two routes have this name", where)
+            names.add(name)
+            for key in routeData:
+                if key not in _ROUTE_KEYS:
+                    raise ConfigError(
+                        f"unknown key {key!r} (known keys: "
+                        f"{', '.join(sorted(_ROUTE_KEYS))})",
+                        where,
+                    )
+            if "match" not in routeData:
+                raise ConfigError("has no match table", where)
+            routeTimeout = connectTimeout
+            if "connect_timeout" in routeData:
+                routeTimeout = _number(
+                    routeData["connect_timeout"], f"{where}: connect_timeout"
+                )
+            matcher = _matcher(routeData["match"], f"{where}: match", factories)
+            target = _target(routeData, where, reactor, routeTimeout)
+            routes.append(Route(name, matcher, target))
+        if onTimeout is not None and onTimeout not in names:
+            raise ConfigError(f"names no route: {onTimeout!r}", "on_timeout")
+        table = RouteTable(
+            routes, inspectDelay=inspectDelay, maxPeek=maxPeek, onTimeout=onTimeout
+        )
+    except ConfigError as e:
+        raise e.at(source) from None
+    return Config(listening, table)
+
+
+def loadConfig(
+    path: str | Path,
+    reactor: Any,
+    factories: Mapping[str, IMatcherFactory] | None = None,
+    listen: Sequence[str] | None = None,
+) -> Config:
+    """
+    Load a TOML configuration file.
+
+    @raise ConfigError: if the file cannot be read, is not TOML, or says
+        something demux cannot do; the message names the file and the place.
+    """
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read it: {e.strerror}", str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError("is not UTF-8 text", str(path)) from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"is not valid TOML: {e}", str(path)) from None
+    return configFromDict(data, reactor, str(path), factories, listen)
+
+
+def _cliValue(text: str) -> object:
+    """
+    A command-line option value: TOML if it parses as a TOML value
+    (C{true}, C{5}, C{["a", "b"]}), else the text itself.
+    """
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def routeFromArgument(argument: str) -> dict[str, Any]:
+    """
+    The route table that one C{--route} argument means.
+
+    The argument is C{"NAME MATCHER [MATCHER ...] BACKEND"}: a route name, one
+    or more matchers written C{key} or C{key=value} with a dotted key
+    (C{ssh}, C{prefix=9e79bc40}, C{tls.sni=example.com}), and a client
+    endpoint string.
+    """
+    words = argument.split()
+    if len(words) < 3:
+        raise ConfigError(
+            "must be \"NAME MATCHER [MATCHER ...] BACKEND\", for example "
+            "\"web http tcp:127.0.0.1:8080\"",
+            f"--route {argument!r}",
+        )
+    name, *matchWords, backend = words
+    match: dict[str, Any] = {}
+    for word in matchWords:
+        key, sep, raw = word.partition("=")
+        value: object = _cliValue(raw) if sep else {}
+        *parents, leaf = key.split(".")
+        table = match
+        for parent in parents:
+            table = table.setdefault(parent, {})
+            if not isinstance(table, dict):
+                raise ConfigError(
+                    f"{key!r} conflicts with an earlier matcher",
+                    f"--route {argument!r}",
+                )
+        table[leaf] = value
+    return {"name": name, "match": match, "backend": backend}

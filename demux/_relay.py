@@ -1,0 +1,314 @@
+"""
+Targets: what a decided connection is handed to.
+
+L{BackendTarget} relays to a backend reached through a Twisted client
+endpoint, the way C{twisted.protocols.portforward} does (the client is paused
+while the backend is dialled, then each transport is the other's producer),
+and adds what a front on port 443 needs beyond it: the peeked bytes go first,
+half-close is carried both ways, a connect timeout, and a log line when the
+connection ends.  L{LocalTarget} hands the connection to an in-process
+protocol factory instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from attrs import field, frozen
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.error import ConnectionDone, TimeoutError
+from twisted.internet.interfaces import (
+    IAddress,
+    IHalfCloseableProtocol,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamClientEndpoint,
+    ITransport,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._interfaces import ITarget
+
+log = Logger(namespace="demux")
+
+DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+@implementer(IHalfCloseableProtocol)
+class _RelayEnd(Protocol):
+    """
+    One end of a relay: what this end's transport reads is written to the
+    other end's transport.
+
+    Each direction closes on its own: when this end's peer stops sending
+    (read side closed) the other end's write side is shut down once its
+    buffer is flushed, and a transport is closed only when both of its
+    directions are done, so a client that half-closes still gets the whole
+    answer.
+    """
+
+    other: _RelayEnd | None = None
+    readClosed = False
+    writeClosed = False
+    bytesIn = 0
+    lost = False
+
+    def dataReceived(self, data: bytes) -> None:
+        self.bytesIn += len(data)
+        assert self.other is not None
+        self.other.transport.write(data)  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        if self.readClosed:
+            return
+        self.readClosed = True
+        other = self.other
+        if other is not None and not other.lost:
+            # Nothing more will come from this side: stop it being paused
+            # and resumed as a producer (resuming would read EOF again).
+            other.transport.unregisterProducer()  # type: ignore[union-attr]
+            other.transport.loseWriteConnection()  # type: ignore[union-attr]
+        self._closeIfDone()
+
+    def writeConnectionLost(self) -> None:
+        self.writeClosed = True
+        self._closeIfDone()
+
+    def _closeIfDone(self) -> None:
+        if self.readClosed and self.writeClosed:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.lost = True
+        other = self.other
+        if other is not None and not other.lost:
+            # Whatever this side sent is flushed to the other before it is
+            # closed.
+            other.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class _ClientEnd(_RelayEnd):
+    """
+    The client's end of a relay to a backend, created once the route is
+    decided; it dials the backend and owns the connection's accounting.
+    """
+
+    def __init__(
+        self,
+        target: BackendTarget,
+        transport: ITransport,
+        peeked: bytes,
+        reactor: IReactorTime,
+        peer: IAddress,
+        routeName: str,
+    ) -> None:
+        self.target = target
+        self.transport = transport
+        self.peeked = peeked
+        self.reactor = reactor
+        self.peer = peer
+        self.routeName = routeName
+        self.bytesIn = len(peeked)
+        self.started = reactor.seconds()
+        self.backendError: str | None = None
+        self._connecting: Deferred[Any] | None = None
+
+    def dial(self) -> None:
+        # Read nothing more from the client until there is somewhere to send
+        # it.
+        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        d = self.target.endpoint.connect(_BackendFactory(self))
+        d.addTimeout(self.target.connectTimeout, self.reactor)  # type: ignore[arg-type]
+        self._connecting = d
+        d.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, backend: _BackendEnd) -> None:
+        self._connecting = None
+
+    def _failed(self, reason: Failure) -> None:
+        self._connecting = None
+        if self.lost:
+            return
+        if reason.check(TimeoutError, CancelledError):
+            why = f"no connection within {self.target.connectTimeout:g}s"
+        else:
+            why = reason.getErrorMessage()
+        self.backendError = why
+        log.warn(
+            "{peer} route={route} backend {backend} failed: {why}",
+            peer=_peerText(self.peer),
+            route=self.routeName,
+            backend=self.target.description,
+            why=why,
+        )
+        self.transport.loseConnection()
+
+    def backendConnected(self, backend: _BackendEnd) -> None:
+        """
+        Wire the two transports together, peeked bytes first.
+        """
+        if self.lost:
+            backend.transport.loseConnection()  # type: ignore[union-attr]
+            return
+        self.other = backend
+        backend.other = self
+        if self.peeked:
+            backend.transport.write(self.peeked)  # type: ignore[union-attr]
+        self.peeked = b""
+        # Each transport is the other's producer: a slow reader on one side
+        # pauses reading on the other, so memory stays bounded.
+        backend.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
+        self.transport.registerProducer(backend.transport, True)  # type: ignore[attr-defined]
+        if self.readClosed:
+            # The client finished sending before the backend answered.
+            backend.transport.unregisterProducer()  # type: ignore[union-attr]
+            backend.transport.loseWriteConnection()  # type: ignore[union-attr]
+        else:
+            self.transport.resumeProducing()  # type: ignore[attr-defined]
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        _RelayEnd.connectionLost(self, reason)
+        if self._connecting is not None:
+            self._connecting.cancel()
+        backendBytes = self.other.bytesIn if self.other is not None else 0
+        log.info(
+            "{peer} route={route} closed: {bytesUp} bytes up, {bytesDown} "
+            "bytes down, {duration:.3f}s",
+            peer=_peerText(self.peer),
+            route=self.routeName,
+            bytesUp=self.bytesIn,
+            bytesDown=backendBytes,
+            duration=self.reactor.seconds() - self.started,
+            backendError=self.backendError,
+        )
+
+
+class _BackendEnd(_RelayEnd):
+    """
+    The backend's end of a relay.
+    """
+
+    def __init__(self, client: _ClientEnd) -> None:
+        self.client = client
+
+    def connectionMade(self) -> None:
+        self.client.backendConnected(self)
+
+
+@implementer(IProtocolFactory)
+class _BackendFactory(Factory):
+    noisy = False
+
+    def __init__(self, client: _ClientEnd) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: IAddress) -> _BackendEnd:
+        return _BackendEnd(self.client)
+
+
+def _peerText(peer: IAddress) -> str:
+    host = getattr(peer, "host", None)
+    port = getattr(peer, "port", None)
+    if host is not None and port is not None:
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(peer)
+
+
+@implementer(ITarget)
+@frozen
+class BackendTarget:
+    """
+    Relay decided connections to a backend.
+
+    @ivar endpoint: how to reach the backend; parsed once, when the
+        configuration is loaded, not per connection.
+    @ivar description: the endpoint string, for logs.
+    @ivar connectTimeout: seconds to wait for the backend to accept before
+        closing the client's connection.
+    """
+
+    endpoint: IStreamClientEndpoint
+    description: str
+    connectTimeout: float = DEFAULT_CONNECT_TIMEOUT
+
+    def handOff(
+        self,
+        transport: ITransport,
+        peeked: bytes,
+        reactor: IReactorTime,
+        peer: IAddress,
+        routeName: str = "",
+    ) -> Protocol:
+        end = _ClientEnd(self, transport, peeked, reactor, peer, routeName)
+        end.dial()
+        return end
+
+
+@implementer(IHalfCloseableProtocol)
+class _LocalEnd(Protocol):
+    """
+    Passes a connection's events on to an in-process protocol, carrying
+    half-close only to a protocol that understands it.
+    """
+
+    def __init__(self, protocol: Protocol, transport: ITransport) -> None:
+        self.protocol = protocol
+        self.transport = transport
+
+    def dataReceived(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def readConnectionLost(self) -> None:
+        halfCloseable = IHalfCloseableProtocol(self.protocol, None)
+        if halfCloseable is not None:
+            halfCloseable.readConnectionLost()
+        else:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        halfCloseable = IHalfCloseableProtocol(self.protocol, None)
+        if halfCloseable is not None:
+            halfCloseable.writeConnectionLost()
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+        self.protocol.connectionLost(reason)
+
+
+@implementer(ITarget)
+@frozen
+class LocalTarget:
+    """
+    Serve decided connections with an in-process protocol factory, so one
+    port can carry, say, a Twisted program's own web site and a relay to
+    another server.
+
+    The factory's protocol is connected to the client's transport and gets
+    the peeked bytes as its first C{dataReceived}.
+    """
+
+    factory: IProtocolFactory
+    description: str = field(default="")
+
+    def __attrs_post_init__(self) -> None:
+        if not self.description:
+            object.__setattr__(self, "description", f"local {self.factory!r}")
+
+    def handOff(
+        self,
+        transport: ITransport,
+        peeked: bytes,
+        reactor: IReactorTime,
+        peer: IAddress,
+        routeName: str = "",
+    ) -> Protocol:
+        protocol = self.factory.buildProtocol(peer)
+        if protocol is None:
+            transport.loseConnection()
+            return Protocol()
+        protocol.makeConnection(transport)
+        if peeked:
+            protocol.dataReceived(peeked)
+        return _LocalEnd(protocol, transport)  # type: ignore[arg-type]
