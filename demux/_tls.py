@@ -12,9 +12,9 @@ cannot parse is a route an attacker can steer.
 It returns L{NEED_MORE} only while more bytes could still change the answer:
 every check is made as soon as the bytes it looks at have arrived, so a
 malformed prefix is rejected at once instead of after the rest of a declared
-length that may never come.  Bytes after the end of the ClientHello message
-(the rest of its last record, later records) are never looked at, which makes
-a decided parse final, as L{demux.Peek} requires.
+length that may never come.  Bytes after the record that ends the ClientHello
+(a ChangeCipherSpec, early data) are never looked at, which makes a decided
+parse final, as L{demux.Peek} requires.
 """
 
 from __future__ import annotations
@@ -298,8 +298,9 @@ def parseClientHello(
         L{NEED_MORE} while C{data} is a well-formed prefix of one; L{NO_MATCH}
         as soon as no continuation of C{data} can be one (not TLS, an SSLv2
         compatible hello, a length that lies or overflows its parent, a record
-        other than a handshake record before the hello is complete, a
-        duplicate extension, a malformed server_name or ALPN list...).
+        other than a handshake record before the hello is complete, a record
+        that goes on past the hello's end, a duplicate extension, a
+        malformed server_name or ALPN list...).
     """
     try:
         return _parse(data)
@@ -318,8 +319,7 @@ def _parse(data: bytes) -> ClientHello:
     n = len(data)
     pos = 0
     records: list[int] = []
-    fragments: list[bytes] = []
-    have = 0
+    carried = 0  # the sum of the declared record lengths so far
     messageEnd = -1  # the handshake message's length, header included
     while pos < n:
         header = data[pos : pos + 5]
@@ -335,35 +335,53 @@ def _parse(data: bytes) -> ClientHello:
         if length == 0 or length > MAX_RECORD_LENGTH:
             raise _Malformed()
         records.append(length)
-        start = pos + 5
-        pos = start + length
-        want = length if messageEnd < 0 else min(length, messageEnd - have)
-        fragment = data[start : start + want]
-        fragments.append(fragment)
-        have += len(fragment)
-        if messageEnd < 0 and have:
-            messageEnd = _messageLength(b"".join(fragments))
-            if messageEnd >= 0:
-                fragments = [b"".join(fragments)[:messageEnd]]
-                have = len(fragments[0])
-        if have == messageEnd or pos > n:
-            # The message is complete, or this record is still arriving.
+        carried += length
+        pos += 5 + length
+        if messageEnd < 0:
+            messageEnd = _messageLength(_fragments(data, records))
+        # RFC 8446 section 5.1: a ClientHello must end on a record boundary
+        # (a key change may follow it), so a record running past its end is
+        # a length that lies; and it is known to lie as soon as both headers
+        # are in.
+        if messageEnd >= 0 and carried >= messageEnd:
+            if carried > messageEnd:
+                raise _Malformed()
+            break
+        if pos > n:
+            # This record is still arriving.
             break
     if messageEnd < 0:
         raise _Truncated()
-    message = fragments[0] if len(fragments) == 1 else b"".join(fragments)
+    message = _fragments(data, records)
     return _parseBody(message, tuple(records), messageEnd - 4)
+
+
+def _fragments(data: bytes, records: list[int]) -> bytes:
+    """
+    The handshake bytes that have arrived in the records of C{records}
+    lengths at the start of C{data}: one slice in the usual case of a
+    single record.
+    """
+    if len(records) == 1:
+        return data[5 : 5 + records[0]]
+    parts = []
+    pos = 0
+    for length in records:
+        parts.append(data[pos + 5 : pos + 5 + length])
+        pos += 5 + length
+    return b"".join(parts)
 
 
 def _messageLength(start: bytes) -> int:
     """
     The length of the handshake message, its header included, that
-    C{start} (at least one byte of it) begins, or -1 if its header has not
-    all arrived.
+    C{start} begins, or -1 if its header has not all arrived.
 
     @raise _Malformed: if it is not a ClientHello, or declares more than
         L{MAX_CLIENT_HELLO_LENGTH} (checked on each length byte as it comes).
     """
+    if not start:
+        return -1
     if start[0] != _CLIENT_HELLO:
         raise _Malformed()
     lengthBytes = start[1:4]
