@@ -42,7 +42,7 @@ class ConfigError(DemuxError):
         """
         if self.where:
             where = f"{where}: {self.where}"
-        return ConfigError(self.message, where)
+        return type(self)(self.message, where)
 
 
 class MatcherConfigError(ConfigError):
