@@ -278,4 +278,6 @@ class PropertyTests(SynchronousTestCase):
         for result in results[:-1]:
             self.assertIs(result, NEED_MORE)
         host = dict(expected.headers).get("host")
-        self.assertEqual(results[-1].host, host)  # type: ignore[union-attr]
+        final = results[-1]
+        assert isinstance(final, RequestHead)
+        self.assertEqual(final.host, host)
