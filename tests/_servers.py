@@ -1,0 +1,185 @@
+"""
+Small real servers on loopback for integration tests: each says who it is,
+so a test can tell which backend a connection reached.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+class TagServer:
+    """
+    A TCP server that greets each connection with C{TAG:name\\n}, then echoes
+    everything it reads until the client stops sending, then closes.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port: int = self.sock.getsockname()[1]
+        self.connections = 0
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    def _echo(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            try:
+                conn.sendall(b"TAG:" + self.name.encode() + b"\n")
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class ChecksumServer:
+    """
+    A TCP server that reads until the client stops sending, then answers
+    with the SHA-256 of what it read followed by C{replySize} bytes of a
+    known pattern: a half-closed request with a large answer.
+    """
+
+    def __init__(self, replySize: int) -> None:
+        self.replySize = replySize
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port: int = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(60)
+            digest = hashlib.sha256()
+            try:
+                while data := conn.recv(1 << 18):
+                    digest.update(data)
+                conn.sendall(digest.digest())
+                for chunk in pattern(self.replySize):
+                    conn.sendall(chunk)
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def pattern(size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
+    """
+    C{size} bytes of a pattern that a lost, duplicated or reordered chunk
+    changes the checksum of.
+    """
+    block = bytes(range(256)) * (chunk // 256)
+    sent = 0
+    counter = 0
+    while sent < size:
+        n = min(chunk, size - sent)
+        piece = counter.to_bytes(8, "big") + block[8:n] if n > 8 else block[:n]
+        yield piece[:n]
+        sent += n
+        counter += 1
+
+
+def patternDigest(size: int) -> bytes:
+    digest = hashlib.sha256()
+    for chunk in pattern(size):
+        digest.update(chunk)
+    return digest.digest()
+
+
+def recvAll(sock: socket.socket, timeout: float = 30.0) -> bytes:
+    """
+    Everything C{sock} reads until the other side closes.
+    """
+    sock.settimeout(timeout)
+    chunks = []
+    while data := sock.recv(1 << 18):
+        chunks.append(data)
+    return b"".join(chunks)
+
+
+def makeCertificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """
+    A self-signed certificate and key for C{name}, made with openssl.
+    """
+    cert = directory / f"{name}.crt"
+    key = directory / f"{name}.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@contextmanager
+def opensslServer(
+    directory: Path, name: str, alpn: str | None = None
+) -> Iterator[int]:
+    """
+    A real C{openssl s_server} on loopback whose certificate names C{name};
+    yields its port.
+    """
+    cert, key = makeCertificate(directory, name)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    cmd = [
+        "openssl", "s_server", "-quiet", "-accept", f"127.0.0.1:{port}",
+        "-cert", str(cert), "-key", str(key), "-rev",
+    ]
+    if alpn:
+        cmd += ["-alpn", alpn]
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
