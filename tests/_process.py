@@ -43,11 +43,17 @@ def waitForPort(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> No
             time.sleep(0.05)
 
 
-def twistdCommand(*args: str) -> list[str]:
+def twistdCommand(*args: str, python: str | None = None) -> list[str]:
     """
-    The command line that runs C{twistd} for this interpreter.
+    The command line that runs C{twistd} for this interpreter (or for
+    C{python}).
     """
-    return [sys.executable, "-c", "from twisted.scripts.twistd import run; run()", *args]
+    return [
+        python or sys.executable,
+        "-c",
+        "from twisted.scripts.twistd import run; run()",
+        *args,
+    ]
 
 
 class DemuxProcess:
@@ -83,6 +89,7 @@ def runDemux(
     args: Sequence[str] = (),
     port: int | None = None,
     waitFor: int | None = -1,
+    python: str | None = None,
 ) -> Iterator[DemuxProcess]:
     """
     Run C{twistd -n demux} with C{config} (TOML text, in which C{{port}} is
@@ -100,6 +107,7 @@ def runDemux(
         cmd = twistdCommand(
             "-n", "--logfile", str(logPath), "--pidfile", str(directory / "pid"),
             "demux",
+            python=python,
         )
         if config is not None:
             configPath = directory / "demux.toml"

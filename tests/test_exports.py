@@ -1,0 +1,33 @@
+"""
+The public names are pinned: changing them is a decision, not an accident.
+"""
+
+from twisted.trial.unittest import SynchronousTestCase
+
+import demux
+import demux.matchers
+
+
+class ExportsTests(SynchronousTestCase):
+    def test_demux(self) -> None:
+        self.assertEqual(
+            sorted(demux.__all__),
+            sorted(
+                [
+                    "AllOf", "BackendTarget", "Config", "ConfigError", "Decision",
+                    "DemuxError", "DemuxFactory", "DemuxProtocol",
+                    "DuplicateMatcherError", "ENTRY_POINT_GROUP", "IMatcher",
+                    "IMatcherFactory", "ITarget", "LocalTarget", "MATCH",
+                    "MatcherConfigError", "NEED_MORE", "NO_MATCH", "Peek", "Route",
+                    "RouteTable", "UnknownMatcherError", "Verdict", "configFromDict",
+                    "decide", "findMatcherFactory", "loadConfig", "matcherFactories",
+                    "routeFromArgument",
+                ]
+            ),
+        )
+        for name in demux.__all__:
+            self.assertTrue(hasattr(demux, name), name)
+
+    def test_matchers(self) -> None:
+        for name in demux.matchers.__all__:
+            self.assertTrue(hasattr(demux.matchers, name), name)
