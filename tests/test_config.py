@@ -5,6 +5,8 @@ mistake is one sentence naming its place.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import tomllib
 from pathlib import Path
 
@@ -152,7 +154,9 @@ class ConfigTests(SynchronousTestCase):
     def test_fileErrors(self) -> None:
         e = self.assertRaises(ConfigError, loadConfig, "/nonexistent/x.toml", self.reactor)
         self.assertIn("cannot read it", str(e))
-        bad = Path(self.mktemp())
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        bad = Path(directory) / "bad.toml"
         bad.write_text("listen = [\n")
         e = self.assertRaises(ConfigError, loadConfig, bad, self.reactor)
         self.assertIn("is not valid TOML", str(e))
