@@ -7,6 +7,7 @@ Every error names its place (file, route, key) and reads as one sentence.
 
 from __future__ import annotations
 
+import resource
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,9 +36,26 @@ _TOP_KEYS = {
     "max_peek",
     "on_timeout",
     "connect_timeout",
+    "idle_timeout",
+    "max_connections",
+    "max_connections_per_source",
+    "max_undecided",
+    "shutdown_grace",
     "routes",
 }
-_ROUTE_KEYS = {"name", "match", "backend", "local", "connect_timeout"}
+_ROUTE_KEYS = {"name", "match", "backend", "local", "connect_timeout", "idle_timeout"}
+
+DEFAULT_SHUTDOWN_GRACE = 10.0
+
+
+def defaultMaxConnections() -> int:
+    """
+    As many connections as the open-file limit allows, two descriptors each
+    (the client's and the backend's), less a margin for listening sockets,
+    logs and the like: the cap HAProxy derives the same way.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, (soft - 64) // 2)
 
 
 @frozen
@@ -47,10 +65,13 @@ class Config:
 
     @ivar listen: Twisted server endpoint strings to serve the table on.
     @ivar table: the routes.
+    @ivar shutdownGrace: seconds that open connections get to finish when
+        demux is told to stop, before they are closed.
     """
 
     listen: tuple[str, ...]
     table: RouteTable
+    shutdownGrace: float = DEFAULT_SHUTDOWN_GRACE
 
 
 def _number(value: object, where: str, minimum: float = 0.0) -> float:
@@ -59,6 +80,12 @@ def _number(value: object, where: str, minimum: float = 0.0) -> float:
     if value <= minimum:
         raise ConfigError(f"must be more than {minimum:g}, not {value!r}", where)
     return float(value)
+
+
+def _count(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"must be a whole number of at least 1, not {value!r}", where)
+    return value
 
 
 def _matcher(
@@ -82,7 +109,11 @@ def _matcher(
 
 
 def _target(
-    route: Mapping[str, Any], where: str, reactor: Any, connectTimeout: float
+    route: Mapping[str, Any],
+    where: str,
+    reactor: Any,
+    connectTimeout: float,
+    idleTimeout: float | None,
 ) -> ITarget:
     if ("backend" in route) == ("local" in route):
         raise ConfigError("needs exactly one of backend or local", where)
@@ -101,7 +132,7 @@ def _target(
                 f"bad client endpoint string {description!r}: {e}",
                 f"{where}: backend",
             ) from None
-        return BackendTarget(endpoint, description, connectTimeout)
+        return BackendTarget(endpoint, description, connectTimeout, idleTimeout)
     name = route["local"]
     if not isinstance(name, str) or not name:
         raise ConfigError(
@@ -187,6 +218,23 @@ def configFromDict(
         connectTimeout = DEFAULT_CONNECT_TIMEOUT
         if "connect_timeout" in data:
             connectTimeout = _number(data["connect_timeout"], "connect_timeout")
+        idleTimeout = None
+        if "idle_timeout" in data:
+            idleTimeout = _number(data["idle_timeout"], "idle_timeout")
+        shutdownGrace = DEFAULT_SHUTDOWN_GRACE
+        if "shutdown_grace" in data:
+            shutdownGrace = _number(data["shutdown_grace"], "shutdown_grace", -1)
+        maxConnections = defaultMaxConnections()
+        if "max_connections" in data:
+            maxConnections = _count(data["max_connections"], "max_connections")
+        perSource = None
+        if "max_connections_per_source" in data:
+            perSource = _count(
+                data["max_connections_per_source"], "max_connections_per_source"
+            )
+        maxUndecided = None
+        if "max_undecided" in data:
+            maxUndecided = _count(data["max_undecided"], "max_undecided")
         onTimeout = data.get("on_timeout")
         if onTimeout is not None and not isinstance(onTimeout, str):
             raise ConfigError(f"must be a route name, not {onTimeout!r}", "on_timeout")
@@ -222,17 +270,26 @@ def configFromDict(
                 routeTimeout = _number(
                     routeData["connect_timeout"], f"{where}: connect_timeout"
                 )
+            routeIdle = idleTimeout
+            if "idle_timeout" in routeData:
+                routeIdle = _number(routeData["idle_timeout"], f"{where}: idle_timeout")
             matcher = _matcher(routeData["match"], f"{where}: match", factories)
-            target = _target(routeData, where, reactor, routeTimeout)
+            target = _target(routeData, where, reactor, routeTimeout, routeIdle)
             routes.append(Route(name, matcher, target))
         if onTimeout is not None and onTimeout not in names:
             raise ConfigError(f"names no route: {onTimeout!r}", "on_timeout")
         table = RouteTable(
-            routes, inspectDelay=inspectDelay, maxPeek=maxPeek, onTimeout=onTimeout
+            routes,
+            inspectDelay=inspectDelay,
+            maxPeek=maxPeek,
+            onTimeout=onTimeout,
+            maxConnections=maxConnections,
+            maxConnectionsPerSource=perSource,
+            maxUndecided=maxUndecided,
         )
     except ConfigError as e:
         raise e.at(source) from None
-    return Config(listening, table)
+    return Config(listening, table, shutdownGrace)
 
 
 def loadConfig(

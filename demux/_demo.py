@@ -46,11 +46,11 @@ class _Echo(Protocol):
         self.transport.write(data)  # type: ignore[union-attr]
 
 
-def echo() -> Factory:
+def echo() -> Factory[_Echo]:
     """
     An echo service that greets first, for the demo's catch-all route (and
     for clients that wait for the server to speak).
     """
-    factory = Factory.forProtocol(_Echo)
+    factory: Factory[_Echo] = Factory.forProtocol(_Echo)
     factory.noisy = False
     return factory

@@ -30,7 +30,7 @@ def _load(entryPoint: EntryPoint) -> IMatcherFactory:
             f"matcher plugin {entryPoint.value} is registered as "
             f"{entryPoint.name!r} but calls itself {factory.name!r}"
         )
-    return factory  # type: ignore[no-any-return]
+    return factory
 
 
 def matcherFactories(

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.error import ConnectionDone
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
     IReactorTime,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -38,6 +38,10 @@ class DemuxProtocol(Protocol):
     stops sending, the routes still undecided count as no.
     """
 
+    # A TCP-like transport: ITCPTransport, IPushProducer and IConsumer.
+    transport: Any
+    factory: DemuxFactory
+
     def __init__(self, table: RouteTable, clock: IReactorTime) -> None:
         self.table = table
         self.clock = clock
@@ -47,6 +51,7 @@ class DemuxProtocol(Protocol):
         self._timer: IDelayedCall | None = None
         self._started = 0.0
         self._readClosed = False
+        self.source: str | None = None
 
     def connectionMade(self) -> None:
         self._started = self.clock.seconds()
@@ -80,10 +85,11 @@ class DemuxProtocol(Protocol):
 
     def _dispatch(self, decision: Decision, why: str) -> None:
         self.decided = True
+        self.factory.undecided -= 1
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        peer: IAddress = self.transport.getPeer()  # type: ignore[union-attr]
+        peer: IAddress = self.transport.getPeer()
         elapsed = self.clock.seconds() - self._started
         route = decision.route
         reason = f"{why}; {decision.reason}" if why else decision.reason
@@ -100,7 +106,7 @@ class DemuxProtocol(Protocol):
                 route=None,
                 **fields,
             )
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
             return
         log.info(
             "{peer} route={route} ({reason}) -> {target}, {peeked} bytes "
@@ -112,7 +118,7 @@ class DemuxProtocol(Protocol):
         data = self.peek.data
         self.peek = Peek()
         self.downstream = route.target.handOff(
-            self.transport, data, self.clock, peer, route.name  # type: ignore[arg-type]
+            self.transport, data, self.clock, peer, route.name
         )
         if self._readClosed:
             self._halfCloseDownstream()
@@ -122,7 +128,7 @@ class DemuxProtocol(Protocol):
         if halfCloseable is not None:
             halfCloseable.readConnectionLost()
         else:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
 
     def readConnectionLost(self) -> None:
         self._readClosed = True
@@ -136,54 +142,184 @@ class DemuxProtocol(Protocol):
         if halfCloseable is not None:
             halfCloseable.writeConnectionLost()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def abort(self) -> None:
+        """
+        Close this connection at once, and its backend's if it has one.
+        """
+        abort = getattr(self.downstream, "abort", None)
+        if abort is not None:
+            abort()
+        else:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self.factory.connectionGone(self)
         if self.downstream is not None:
             self.downstream.connectionLost(reason)
         elif not self.decided:
             self.decided = True
+            self.factory.undecided -= 1
             log.info(
                 "{peer} closed before a route was decided ({peeked} bytes "
                 "peeked, {decideMs:.2f} ms)",
-                peer=_peerText(self.transport.getPeer()),  # type: ignore[union-attr]
+                peer=_peerText(self.transport.getPeer()),
                 peeked=len(self.peek),
                 decideMs=(self.clock.seconds() - self._started) * 1000,
                 route=None,
             )
 
 
-class DemuxFactory(Factory):
+class DemuxFactory(Factory[DemuxProtocol]):
     """
     Serve a listening port with a route table.
 
+    The factory keeps the connection counts that the table's limits are
+    checked against: a connection past a limit is accepted and closed at
+    once (C{buildProtocol} returns L{None}), and logged.
+
     @ivar table: the routes new connections are decided with; replacing it
         (a reload) changes only connections accepted afterwards.
+    @ivar active: the open connections, decided or not.
+    @ivar undecided: how many of them are still waiting for a decision.
     """
 
-    protocol = DemuxProtocol  # type: ignore[assignment]
+    protocol = DemuxProtocol
     noisy = False
 
     def __init__(self, table: RouteTable, reactor: IReactorTime | None = None) -> None:
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
-            reactor = globalReactor  # type: ignore[assignment]
+            reactor = globalReactor
         self.table = table
-        self.reactor: IReactorTime = reactor  # type: ignore[assignment]
+        self.reactor: IReactorTime = reactor
+        self.active: set[DemuxProtocol] = set()
+        self.undecided = 0
+        self.perSource: dict[str, int] = {}
+        self.refused: dict[str, int] = {}
+        self._drained: list[Deferred[None]] = []
+        self._lastRefusalLog = -1e9
 
-    def buildProtocol(self, addr: IAddress) -> DemuxProtocol:
-        protocol = DemuxProtocol(self.table, self.reactor)
+    def buildProtocol(self, addr: IAddress | None) -> DemuxProtocol | None:
+        table = self.table
+        source = getattr(addr, "host", None)
+        why = None
+        if table.maxConnections is not None and len(self.active) >= table.maxConnections:
+            why = f"max_connections ({table.maxConnections})"
+        elif table.maxUndecided is not None and self.undecided >= table.maxUndecided:
+            why = f"max_undecided ({table.maxUndecided})"
+        elif (
+            table.maxConnectionsPerSource is not None
+            and source is not None
+            and self.perSource.get(source, 0) >= table.maxConnectionsPerSource
+        ):
+            why = f"max_connections_per_source ({table.maxConnectionsPerSource})"
+        if why is not None:
+            self._refuse(addr, why)
+            return None
+        protocol = DemuxProtocol(table, self.reactor)
         protocol.factory = self
+        protocol.source = source
+        self.active.add(protocol)
+        self.undecided += 1
+        if source is not None:
+            self.perSource[source] = self.perSource.get(source, 0) + 1
         return protocol
 
+    def _refuse(self, addr: IAddress | None, why: str) -> None:
+        """
+        Count a refusal, and log it unless refusals are coming so fast that
+        logging each would be a flood of its own: then at most one line a
+        second, saying how many there were.
+        """
+        self.refused[why] = self.refused.get(why, 0) + 1
+        now = self.reactor.seconds()
+        if now - self._lastRefusalLog >= 1.0:
+            self._lastRefusalLog = now
+            log.warn(
+                "{peer} refused: over {limit} ({total} refused for it so far)",
+                peer=_peerText(addr),
+                limit=why,
+                total=self.refused[why],
+                route=None,
+            )
+
+    def connectionGone(self, protocol: DemuxProtocol) -> None:
+        """
+        Forget a closed connection.
+        """
+        if protocol not in self.active:
+            return
+        self.active.discard(protocol)
+        source = protocol.source
+        if source is not None:
+            left = self.perSource[source] - 1
+            if left:
+                self.perSource[source] = left
+            else:
+                del self.perSource[source]
+        if not self.active:
+            drained, self._drained = self._drained, []
+            for d in drained:
+                d.callback(None)
+
+    def drain(self, grace: float) -> Deferred[None]:
+        """
+        Wait for the open connections to finish, for at most C{grace}
+        seconds, then abort the rest; fires when none is left.
+        """
+        if not self.active:
+            return succeed(None)
+        d: Deferred[None] = Deferred()
+        self._drained.append(d)
+        log.info(
+            "waiting up to {grace:g}s for {count} connections to finish",
+            grace=grace,
+            count=len(self.active),
+        )
+
+        def abortTheRest() -> None:
+            if self.active:
+                log.info("aborting {count} connections", count=len(self.active))
+            for protocol in list(self.active):
+                protocol.abort()
+
+        timer = self.reactor.callLater(grace, abortTheRest)
+
+        def cancelTimer(result: None) -> None:
+            if timer.active():
+                timer.cancel()
+
+        d.addCallback(cancelTimer)
+        return d
+
+    def setTable(self, table: RouteTable) -> None:
+        """
+        Decide new connections with C{table}; connections already open keep
+        the table they were accepted with.
+        """
+        old, self.table = self.table, table
+        if self.numPorts:
+            _startLocal(table)
+            _stopLocal(old)
+
     def startFactory(self) -> None:
-        for route in self.table.routes:
-            if isinstance(route.target, LocalTarget):
-                route.target.factory.doStart()
+        _startLocal(self.table)
 
     def stopFactory(self) -> None:
-        for route in self.table.routes:
-            if isinstance(route.target, LocalTarget):
-                route.target.factory.doStop()
+        _stopLocal(self.table)
+
+
+def _startLocal(table: RouteTable) -> None:
+    for route in table.routes:
+        if isinstance(route.target, LocalTarget):
+            route.target.factory.doStart()
+
+
+def _stopLocal(table: RouteTable) -> None:
+    for route in table.routes:
+        if isinstance(route.target, LocalTarget):
+            route.target.factory.doStop()

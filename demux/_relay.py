@@ -16,16 +16,17 @@ from typing import Any
 
 from attrs import field, frozen
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionDone, TimeoutError
+from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IHalfCloseableProtocol,
     IProtocolFactory,
     IReactorTime,
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -35,6 +36,9 @@ from ._interfaces import ITarget
 log = Logger(namespace="demux")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
+
+
+DEFAULT_LINGER = 30.0
 
 
 @implementer(IHalfCloseableProtocol)
@@ -50,7 +54,10 @@ class _RelayEnd(Protocol):
     answer.
     """
 
+    # A TCP-like transport: ITCPTransport, IPushProducer and IConsumer.
+    transport: Any
     other: _RelayEnd | None = None
+    session: _ClientEnd
     readClosed = False
     writeClosed = False
     bytesIn = 0
@@ -58,7 +65,7 @@ class _RelayEnd(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
-        assert self.other is not None
+        self.session.idle = False
         self.other.transport.write(data)  # type: ignore[union-attr]
 
     def readConnectionLost(self) -> None:
@@ -69,8 +76,8 @@ class _RelayEnd(Protocol):
         if other is not None and not other.lost:
             # Nothing more will come from this side: stop it being paused
             # and resumed as a producer (resuming would read EOF again).
-            other.transport.unregisterProducer()  # type: ignore[union-attr]
-            other.transport.loseWriteConnection()  # type: ignore[union-attr]
+            other.transport.unregisterProducer()
+            other.transport.loseWriteConnection()
         self._closeIfDone()
 
     def writeConnectionLost(self) -> None:
@@ -79,21 +86,26 @@ class _RelayEnd(Protocol):
 
     def _closeIfDone(self) -> None:
         if self.readClosed and self.writeClosed:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+            self.transport.loseConnection()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         other = self.other
         if other is not None and not other.lost:
             # Whatever this side sent is flushed to the other before it is
-            # closed.
-            other.transport.loseConnection()  # type: ignore[union-attr]
+            # closed; a peer that never reads it is cut off after a while.
+            other.transport.loseConnection()
+            self.session.lingerThenAbort()
+        self.session.endLost()
 
 
 class _ClientEnd(_RelayEnd):
     """
     The client's end of a relay to a backend, created once the route is
-    decided; it dials the backend and owns the connection's accounting.
+    decided; it dials the backend and owns the connection's timers and
+    accounting.
+
+    @ivar idle: whether nothing has moved since the idle timer last looked.
     """
 
     def __init__(
@@ -105,6 +117,7 @@ class _ClientEnd(_RelayEnd):
         peer: IAddress,
         routeName: str,
     ) -> None:
+        self.session = self
         self.target = target
         self.transport = transport
         self.peeked = peeked
@@ -114,14 +127,18 @@ class _ClientEnd(_RelayEnd):
         self.bytesIn = len(peeked)
         self.started = reactor.seconds()
         self.backendError: str | None = None
+        self.idle = False
         self._connecting: Deferred[Any] | None = None
+        self._timers: list[IDelayedCall] = []
+        self._idleTimer: IDelayedCall | None = None
+        self._ended = False
 
     def dial(self) -> None:
         # Read nothing more from the client until there is somewhere to send
         # it.
-        self.transport.pauseProducing()  # type: ignore[attr-defined]
+        self.transport.pauseProducing()
         d = self.target.endpoint.connect(_BackendFactory(self))
-        d.addTimeout(self.target.connectTimeout, self.reactor)  # type: ignore[arg-type]
+        d.addTimeout(self.target.connectTimeout, self.reactor)
         self._connecting = d
         d.addCallbacks(self._connected, self._failed)
 
@@ -151,28 +168,82 @@ class _ClientEnd(_RelayEnd):
         Wire the two transports together, peeked bytes first.
         """
         if self.lost:
-            backend.transport.loseConnection()  # type: ignore[union-attr]
+            backend.transport.loseConnection()
             return
         self.other = backend
         backend.other = self
         if self.peeked:
-            backend.transport.write(self.peeked)  # type: ignore[union-attr]
+            backend.transport.write(self.peeked)
         self.peeked = b""
         # Each transport is the other's producer: a slow reader on one side
         # pauses reading on the other, so memory stays bounded.
-        backend.transport.registerProducer(self.transport, True)  # type: ignore[union-attr]
-        self.transport.registerProducer(backend.transport, True)  # type: ignore[attr-defined]
+        backend.transport.registerProducer(self.transport, True)
+        self.transport.registerProducer(backend.transport, True)
         if self.readClosed:
             # The client finished sending before the backend answered.
-            backend.transport.unregisterProducer()  # type: ignore[union-attr]
-            backend.transport.loseWriteConnection()  # type: ignore[union-attr]
+            backend.transport.unregisterProducer()
+            backend.transport.loseWriteConnection()
         else:
-            self.transport.resumeProducing()  # type: ignore[attr-defined]
+            self.transport.resumeProducing()
+        if self.target.idleTimeout is not None:
+            self._idleTimer = self.reactor.callLater(
+                self.target.idleTimeout, self._checkIdle
+            )
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
-        _RelayEnd.connectionLost(self, reason)
+    def _checkIdle(self) -> None:
+        """
+        Close both ends if nothing moved for the idle timeout.  Activity only
+        clears a flag, so the hot path reads no clock: an idle connection is
+        closed between one and two timeouts after its last byte.
+        """
+        self._idleTimer = None
+        assert self.target.idleTimeout is not None
+        if not self.idle:
+            self.idle = True
+            self._idleTimer = self.reactor.callLater(
+                self.target.idleTimeout, self._checkIdle
+            )
+            return
+        log.info(
+            "{peer} route={route} idle for {idle:g}s, closing",
+            peer=_peerText(self.peer),
+            route=self.routeName,
+            idle=self.target.idleTimeout,
+        )
+        self.abort()
+
+    def lingerThenAbort(self) -> None:
+        """
+        One end is gone and the other is closing after flushing what it was
+        sent; if its peer never reads that, cut it off.
+        """
+        self._timers.append(
+            self.reactor.callLater(self.target.linger, self.abort)
+        )
+
+    def abort(self) -> None:
+        """
+        Close both ends at once, discarding what is buffered.
+        """
+        for end in (self, self.other):
+            if end is not None and not end.lost:
+                end.transport.abortConnection()
+
+    def endLost(self) -> None:
+        """
+        Called when either end's connection is gone: once both are, stop the
+        timers and log the connection's summary.
+        """
+        if self._ended:
+            return
+        if not self.lost or (self.other is not None and not self.other.lost):
+            return
+        self._ended = True
         if self._connecting is not None:
             self._connecting.cancel()
+        for timer in [*self._timers, self._idleTimer]:
+            if timer is not None and timer.active():
+                timer.cancel()
         backendBytes = self.other.bytesIn if self.other is not None else 0
         log.info(
             "{peer} route={route} closed: {bytesUp} bytes up, {bytesDown} "
@@ -192,10 +263,10 @@ class _BackendEnd(_RelayEnd):
     """
 
     def __init__(self, client: _ClientEnd) -> None:
-        self.client = client
+        self.session = client
 
     def connectionMade(self) -> None:
-        self.client.backendConnected(self)
+        self.session.backendConnected(self)
 
 
 @implementer(IProtocolFactory)
@@ -205,11 +276,11 @@ class _BackendFactory(Factory):
     def __init__(self, client: _ClientEnd) -> None:
         self.client = client
 
-    def buildProtocol(self, addr: IAddress) -> _BackendEnd:
+    def buildProtocol(self, addr: IAddress | None) -> _BackendEnd:
         return _BackendEnd(self.client)
 
 
-def _peerText(peer: IAddress) -> str:
+def _peerText(peer: IAddress | None) -> str:
     host = getattr(peer, "host", None)
     port = getattr(peer, "port", None)
     if host is not None and port is not None:
@@ -228,11 +299,17 @@ class BackendTarget:
     @ivar description: the endpoint string, for logs.
     @ivar connectTimeout: seconds to wait for the backend to accept before
         closing the client's connection.
+    @ivar idleTimeout: seconds without a byte either way after which both
+        connections are closed, or L{None} to keep idle connections.
+    @ivar linger: seconds that one side may take to flush what it was sent
+        after the other side has gone, before it is cut off.
     """
 
     endpoint: IStreamClientEndpoint
     description: str
     connectTimeout: float = DEFAULT_CONNECT_TIMEOUT
+    idleTimeout: float | None = None
+    linger: float = DEFAULT_LINGER
 
     def handOff(
         self,
@@ -249,6 +326,7 @@ class BackendTarget:
 
 @implementer(IHalfCloseableProtocol)
 class _LocalEnd(Protocol):
+    transport: Any
     """
     Passes a connection's events on to an in-process protocol, carrying
     half-close only to a protocol that understands it.
@@ -273,7 +351,7 @@ class _LocalEnd(Protocol):
         if halfCloseable is not None:
             halfCloseable.writeConnectionLost()
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.protocol.connectionLost(reason)
 
 

@@ -4,7 +4,7 @@ The route table, and the one function that decides a connection's route.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from attrs import field, frozen
 from zope.interface import implementer
@@ -56,6 +56,10 @@ class Route:
     target: ITarget
 
 
+def _routeTuple(routes: Iterable[Route]) -> tuple[Route, ...]:
+    return tuple(routes)
+
+
 def _checkRoutes(
     instance: RouteTable, attribute: object, routes: tuple[Route, ...]
 ) -> None:
@@ -77,18 +81,32 @@ class RouteTable:
     @ivar onTimeout: the name of the route taken by a connection still
         undecided when the delay or the byte cap runs out, or L{None} to close
         it.
+    @ivar maxConnections: the most connections open at once, decided or
+        not; more are accepted and closed at once.  L{None}: no cap.
+    @ivar maxConnectionsPerSource: the most open at once from one source
+        address.  L{None}: no cap.
+    @ivar maxUndecided: the most connections waiting for a decision at once,
+        so that clients that send slowly or nothing cannot crowd out the
+        rest.  L{None}: no cap beyond C{maxConnections}.
     """
 
-    routes: tuple[Route, ...] = field(converter=tuple, validator=_checkRoutes)
+    routes: tuple[Route, ...] = field(converter=_routeTuple, validator=_checkRoutes)
     inspectDelay: float = DEFAULT_INSPECT_DELAY
     maxPeek: int = DEFAULT_MAX_PEEK
     onTimeout: str | None = None
+    maxConnections: int | None = None
+    maxConnectionsPerSource: int | None = None
+    maxUndecided: int | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.inspectDelay <= 0:
             raise ConfigError("inspect_delay must be a positive number of seconds")
         if self.maxPeek < 1:
             raise ConfigError("max_peek must be at least 1 byte")
+        for name in ("maxConnections", "maxConnectionsPerSource", "maxUndecided"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"{name} must be at least 1")
         if self.onTimeout is not None and self.route(self.onTimeout) is None:
             raise ConfigError(f"on_timeout names no route: {self.onTimeout!r}")
 

@@ -6,18 +6,25 @@ a mistake stops start-up with one line naming its place.
 
 from __future__ import annotations
 
+import resource
+import signal
 import sys
+from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
 from twisted.application import strports
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 from twisted.python import usage
 
 from ._config import Config, configFromDict, loadConfig, routeFromArgument
 from ._errors import DemuxError
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
+
+log = Logger(namespace="demux")
 
 
 def _fail(message: str) -> None:
@@ -75,6 +82,15 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         from twisted.internet import reactor
 
+        _raiseFileLimit()
+        self.reloader: Callable[[], Config] | None = None
+        if self["config"] and not self["routes"]:
+            path, listen = self["config"], list(self["listen"])
+
+            def reloader() -> Config:
+                return loadConfig(path, reactor, matcherFactories(), listen)
+
+            self.reloader = reloader
         try:
             factories = matcherFactories()
         except DemuxError as e:
@@ -130,6 +146,86 @@ class Options(usage.Options):
         )
 
 
+def _raiseFileLimit() -> None:
+    """
+    Raise the soft limit on open files to the hard limit, as HAProxy does,
+    since every relayed connection holds two.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError):
+            pass
+
+
+class DemuxService(Service):
+    """
+    What a running demux does besides listening: on SIGHUP it reloads its
+    configuration for new connections, and when it is stopped it lets open
+    connections finish for the configured grace period before closing them.
+
+    @ivar reload: makes a new L{Config}, or raises L{DemuxError}; L{None}
+        when there is no file to reload from.
+    """
+
+    def __init__(
+        self,
+        factory: DemuxFactory,
+        config: Config,
+        reload: Callable[[], Config] | None,
+        reactor: Any,
+    ) -> None:
+        self.factory = factory
+        self.config = config
+        self.reloader = reload
+        self.reactor = reactor
+        self._previousHandler: Any = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previousHandler = signal.signal(signal.SIGHUP, self._onSignal)
+
+    def _onSignal(self, signum: int, frame: object) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> None:
+        """
+        Load the configuration again; keep the old one if the new one is bad.
+        """
+        if self.reloader is None:
+            log.warn("SIGHUP: nothing to reload (demux was not started with --config)")
+            return
+        try:
+            config = self.reloader()
+        except DemuxError as e:
+            log.error(
+                "reload failed, keeping the running configuration: {error}",
+                error=str(e),
+            )
+            return
+        if config.listen != self.config.listen:
+            log.warn(
+                "reload: listen changed to {new}; restart demux to listen there "
+                "(still listening on {old})",
+                new=", ".join(config.listen),
+                old=", ".join(self.config.listen),
+            )
+        self.config = config
+        self.factory.setTable(config.table)
+        log.info(
+            "reloaded: {count} routes ({names})",
+            count=len(config.table.routes),
+            names=", ".join(r.name for r in config.table.routes),
+        )
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._previousHandler is not None:
+            signal.signal(signal.SIGHUP, self._previousHandler)
+        return self.factory.drain(self.config.shutdownGrace)
+
+
 def makeService(options: Options) -> IService:
     """
     One listening service per endpoint, all serving the same route table.
@@ -138,7 +234,8 @@ def makeService(options: Options) -> IService:
 
     config: Config = options["demux"]
     service = MultiService()
-    factory = DemuxFactory(config.table, reactor)  # type: ignore[arg-type]
+    factory = DemuxFactory(config.table, reactor)
+    DemuxService(factory, config, options.reloader, reactor).setServiceParent(service)
     for description in config.listen:
         strports.service(description, factory).setServiceParent(service)
     return service

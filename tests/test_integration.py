@@ -101,7 +101,7 @@ def sClient(port: int, *args: str, data: bytes = b"hello demux\nCLOSE\n") -> str
 
 
 def lastDecision(demux: DemuxProcess, peerPort: int | None = None) -> str:
-    lines = [l for l in demux.log().splitlines() if "route=" in l or "refused" in l]
+    lines = [x for x in demux.log().splitlines() if "route=" in x or "refused" in x]
     return lines[-1] if lines else ""
 
 
@@ -251,7 +251,7 @@ def test_ssh(stack: dict[str, object]) -> None:
         with runDemux(
             None,
             args=[
-                "--listen", "tcp:{port}:interface=127.0.0.1".format(port=(dport := freePort())),
+                "--listen", f"tcp:{(dport := freePort())}:interface=127.0.0.1",
                 "--route", f"ssh ssh tcp:127.0.0.1:{port}",
             ],
             port=dport,
