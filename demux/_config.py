@@ -7,6 +7,7 @@ Every error names its place (file, route, key) and reads as one sentence.
 
 from __future__ import annotations
 
+import ipaddress
 import resource
 import tomllib
 from collections.abc import Mapping, Sequence
@@ -14,19 +15,32 @@ from pathlib import Path
 from typing import Any
 
 from attrs import frozen
-from twisted.internet.endpoints import clientFromString, serverFromString
+from twisted.internet.endpoints import (
+    _parseServer,
+    clientFromString,
+    serverFromString,
+)
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.reflect import namedAny
 
 from ._errors import ConfigError
 from ._interfaces import IMatcher, IMatcherFactory, ITarget
 from ._plugins import findMatcherFactory, matcherFactories
-from ._relay import DEFAULT_CONNECT_TIMEOUT, BackendTarget, LocalTarget
+from ._relay import (
+    BALANCE_MODES,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RETRY_AFTER,
+    Backend,
+    BackendTarget,
+    LocalTarget,
+)
 from ._routes import (
     DEFAULT_INSPECT_DELAY,
     DEFAULT_MAX_PEEK,
+    IPNetwork,
     Route,
     RouteTable,
+    SourceFilter,
     matcherFor,
 )
 
@@ -43,7 +57,20 @@ _TOP_KEYS = {
     "shutdown_grace",
     "routes",
 }
-_ROUTE_KEYS = {"name", "match", "backend", "local", "connect_timeout", "idle_timeout"}
+_ROUTE_KEYS = {
+    "name",
+    "match",
+    "backend",
+    "local",
+    "connect_timeout",
+    "idle_timeout",
+    "send_proxy",
+    "balance",
+    "retry_after",
+    "allow",
+    "deny",
+}
+_BACKEND_ONLY = ("send_proxy", "balance", "retry_after", "idle_timeout", "connect_timeout")
 
 DEFAULT_SHUTDOWN_GRACE = 10.0
 
@@ -118,21 +145,60 @@ def _target(
     if ("backend" in route) == ("local" in route):
         raise ConfigError("needs exactly one of backend or local", where)
     if "backend" in route:
-        description = route["backend"]
-        if not isinstance(description, str) or not description:
+        where = f"{where}: backend"
+        descriptions = route["backend"]
+        if isinstance(descriptions, str):
+            descriptions = [descriptions]
+        if not isinstance(descriptions, list) or not descriptions:
             raise ConfigError(
                 "must be a Twisted client endpoint string such as "
-                f"\"tcp:127.0.0.1:8443\", not {description!r}",
-                f"{where}: backend",
+                f"\"tcp:127.0.0.1:8443\", or a list of them, not {descriptions!r}",
+                where,
             )
-        try:
-            endpoint = clientFromString(reactor, description)
-        except Exception as e:
+        backends = []
+        for description in descriptions:
+            if not isinstance(description, str) or not description:
+                raise ConfigError(
+                    f"{description!r} is not a client endpoint string", where
+                )
+            try:
+                endpoint = clientFromString(reactor, description)
+            except Exception as e:
+                raise ConfigError(
+                    f"bad client endpoint string {description!r}: {e}", where
+                ) from None
+            backends.append(Backend(endpoint, description))
+        sendProxy = None
+        if "send_proxy" in route:
+            value = route["send_proxy"]
+            versions = {"v1": 1, "v2": 2, 1: 1, 2: 2}
+            if isinstance(value, bool) or value not in versions:
+                raise ConfigError(
+                    f'must be "v1" or "v2", not {value!r}', f"{where}: send_proxy"
+                )
+            sendProxy = versions[value]
+        balance = route.get("balance", "first")
+        if balance not in BALANCE_MODES:
             raise ConfigError(
-                f"bad client endpoint string {description!r}: {e}",
-                f"{where}: backend",
-            ) from None
-        return BackendTarget(endpoint, description, connectTimeout, idleTimeout)
+                f"must be one of {', '.join(BALANCE_MODES)}, not {balance!r}",
+                f"{where}: balance",
+            )
+        retryAfter = DEFAULT_RETRY_AFTER
+        if "retry_after" in route:
+            retryAfter = _number(route["retry_after"], f"{where}: retry_after")
+        return BackendTarget(
+            backends[0].endpoint,
+            backends[0].description,
+            connectTimeout,
+            idleTimeout,
+            sendProxy=sendProxy,
+            alternatives=tuple(backends[1:]),
+            balance=balance,
+            retryAfter=retryAfter,
+        )
+    for key in _BACKEND_ONLY:
+        if key in route:
+            raise ConfigError(f"{key} needs a backend, not a local target", where)
     name = route["local"]
     if not isinstance(name, str) or not name:
         raise ConfigError(
@@ -154,6 +220,46 @@ def _target(
     return LocalTarget(factory, f"local {name}")
 
 
+def _networks(value: object, where: str) -> tuple[IPNetwork, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(
+            f"must be a list of networks such as [\"10.0.0.0/8\"], not {value!r}",
+            where,
+        )
+    networks = []
+    for text in value:
+        try:
+            networks.append(ipaddress.ip_network(str(text), strict=False))
+        except ValueError as e:
+            raise ConfigError(f"{text!r} is not a network: {e}", where) from None
+    return tuple(networks)
+
+
+def _sources(route: Mapping[str, Any], where: str) -> SourceFilter | None:
+    if "allow" not in route and "deny" not in route:
+        return None
+    allow = _networks(route["allow"], f"{where}: allow") if "allow" in route else ()
+    deny = _networks(route["deny"], f"{where}: deny") if "deny" in route else ()
+    return SourceFilter(allow, deny)
+
+
+PROXY_PREFIX = "haproxy:"
+
+
+def listenSpec(description: str) -> tuple[str, bool]:
+    """
+    Split a listen string into the endpoint string to listen on and whether
+    its connections start with a PROXY protocol header: C{haproxy:tcp:443}
+    is written as Twisted users write it, and demux reads the header itself
+    (so that a header split across reads is never refused).
+    """
+    if description.startswith(PROXY_PREFIX):
+        return description[len(PROXY_PREFIX) :], True
+    return description, False
+
+
 def _listen(value: object, where: str, reactor: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -166,8 +272,14 @@ def _listen(value: object, where: str, reactor: Any) -> tuple[str, ...]:
     for description in value:
         if not isinstance(description, str):
             raise ConfigError(f"{description!r} is not a string", where)
+        endpoint, _ = listenSpec(description)
         try:
-            serverFromString(reactor, description)
+            if endpoint.startswith("systemd:"):
+                # Outside systemd the descriptors it names do not exist yet;
+                # check the syntax only.
+                _parseServer(endpoint, None)
+            else:
+                serverFromString(reactor, endpoint)
         except Exception as e:
             raise ConfigError(
                 f"bad server endpoint string {description!r}: {e}", where
@@ -275,7 +387,7 @@ def configFromDict(
                 routeIdle = _number(routeData["idle_timeout"], f"{where}: idle_timeout")
             matcher = _matcher(routeData["match"], f"{where}: match", factories)
             target = _target(routeData, where, reactor, routeTimeout, routeIdle)
-            routes.append(Route(name, matcher, target))
+            routes.append(Route(name, matcher, target, _sources(routeData, where)))
         if onTimeout is not None and onTimeout not in names:
             raise ConfigError(f"names no route: {onTimeout!r}", "on_timeout")
         table = RouteTable(
@@ -316,11 +428,17 @@ def loadConfig(
     return configFromDict(data, reactor, str(path), factories, listen)
 
 
-def _cliValue(text: str) -> object:
+def _cliValue(text: str, nested: bool) -> object:
     """
-    A command-line option value: TOML if it parses as a TOML value
-    (C{true}, C{5}, C{["a", "b"]}), else the text itself.
+    A command-line matcher value.  A matcher's own value (C{prefix=12345678})
+    is a string unless written as a TOML array, table, boolean or quoted
+    string; an option inside a matcher (C{regex.length=64}) is any TOML
+    value, and otherwise the text itself.
     """
+    if not nested and not (
+        text[:1] in ("[", "{", '"', "'") or text in ("true", "false")
+    ):
+        return text
     try:
         return tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -347,8 +465,8 @@ def routeFromArgument(argument: str) -> dict[str, Any]:
     match: dict[str, Any] = {}
     for word in matchWords:
         key, sep, raw = word.partition("=")
-        value: object = _cliValue(raw) if sep else {}
         *parents, leaf = key.split(".")
+        value: object = _cliValue(raw, bool(parents)) if sep else {}
         table = match
         for parent in parents:
             table = table.setdefault(parent, {})

@@ -107,12 +107,15 @@ class ITarget(Interface):
         reactor: IReactorTime,
         peer: IAddress,
         routeName: str,
+        host: IAddress | None,
     ) -> Protocol:
         """
         Take over a connection whose first bytes were C{peeked}.
 
-        C{peer} is the client's address and C{routeName} the route it took,
-        for the target's own log lines.
+        C{peer} is the client's address and C{host} the address it
+        connected to (both as a PROXY header gave them, on a listener that
+        expects one), and C{routeName} the route it took, for the target's
+        own log lines.
 
         C{transport} may have read nothing beyond C{peeked} yet; the target
         must deliver C{peeked} before anything later.  It returns the protocol

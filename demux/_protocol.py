@@ -5,6 +5,7 @@ it over, and get out of the way.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,8 +21,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._peek import Peek
+from ._proxyheader import InvalidProxyHeader, headerLength, parseHeader
 from ._relay import LocalTarget, _peerText
-from ._routes import Decision, RouteTable, decide
+from ._routes import Decision, IPAddress, RouteTable, decide
 
 log = Logger(namespace="demux")
 
@@ -52,10 +54,20 @@ class DemuxProtocol(Protocol):
         self._started = 0.0
         self._readClosed = False
         self.source: str | None = None
+        self.expectProxyHeader = False
+        self._headerBuffer = b""
+        self.peer: IAddress | None = None
+        self.host: IAddress | None = None
+        self.sourceIP: IPAddress | None = None
 
     def connectionMade(self) -> None:
         self._started = self.clock.seconds()
+        self.peer = self.transport.getPeer()
+        self.host = self.transport.getHost()
+        self.sourceIP = _ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
+        if self.expectProxyHeader:
+            return
         # A route may match before the client says anything (C{any}).
         self._consider(final=False, why="")
 
@@ -66,11 +78,52 @@ class DemuxProtocol(Protocol):
         if self.decided:
             # Refused and closing: nothing more is read or kept.
             return
+        if self.expectProxyHeader:
+            data = self._proxyHeader(data)
+            if not data and (self.expectProxyHeader or self.decided):
+                return
         self.peek = self.peek.extended(data)
         if len(self.peek) >= self.table.maxPeek:
             self._consider(final=True, why=f"{len(self.peek)} bytes without a decision")
         else:
             self._consider(final=False, why="")
+
+    def _proxyHeader(self, data: bytes) -> bytes:
+        """
+        Collect and parse the PROXY header that must come first on this
+        listener, however it is split across reads; return the bytes after
+        it.
+        """
+        buffered = self._headerBuffer + data
+        try:
+            length = headerLength(buffered)
+            if length is None or len(buffered) < length:
+                self._headerBuffer = buffered
+                return b""
+            info = parseHeader(buffered[:length])
+        except InvalidProxyHeader:
+            self._refuse("no valid PROXY protocol header")
+            return b""
+        self.expectProxyHeader = False
+        self._headerBuffer = b""
+        if info.source is not None:
+            self.peer = info.source
+            self.sourceIP = _ipOf(info.source)
+        if info.destination is not None:
+            self.host = info.destination
+        if not self.factory.claimSource(self):
+            self._refuse(
+                "over max_connections_per_source "
+                f"({self.table.maxConnectionsPerSource})"
+            )
+            return b""
+        rest = buffered[length:]
+        if not rest:
+            self._consider(final=False, why="")
+        return rest
+
+    def _refuse(self, reason: str) -> None:
+        self._dispatch(Decision(None, reason), "")
 
     def _timeUp(self) -> None:
         self._timer = None
@@ -79,7 +132,11 @@ class DemuxProtocol(Protocol):
         )
 
     def _consider(self, final: bool, why: str) -> None:
-        decision = decide(self.table, self.peek, final)
+        if self.expectProxyHeader:
+            if final:
+                self._refuse(f"{why}; no complete PROXY protocol header")
+            return
+        decision = decide(self.table, self.peek, final, self.sourceIP)
         if decision is not None:
             self._dispatch(decision, why)
 
@@ -89,7 +146,7 @@ class DemuxProtocol(Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        peer: IAddress = self.transport.getPeer()
+        peer = self.peer
         elapsed = self.clock.seconds() - self._started
         route = decision.route
         reason = f"{why}; {decision.reason}" if why else decision.reason
@@ -117,8 +174,9 @@ class DemuxProtocol(Protocol):
         )
         data = self.peek.data
         self.peek = Peek()
+        assert peer is not None
         self.downstream = route.target.handOff(
-            self.transport, data, self.clock, peer, route.name
+            self.transport, data, self.clock, peer, route.name, self.host
         )
         if self._readClosed:
             self._halfCloseDownstream()
@@ -165,7 +223,7 @@ class DemuxProtocol(Protocol):
             log.info(
                 "{peer} closed before a route was decided ({peeked} bytes "
                 "peeked, {decideMs:.2f} ms)",
-                peer=_peerText(self.transport.getPeer()),
+                peer=_peerText(self.peer),
                 peeked=len(self.peek),
                 decideMs=(self.clock.seconds() - self._started) * 1000,
                 route=None,
@@ -204,6 +262,9 @@ class DemuxFactory(Factory[DemuxProtocol]):
         self._lastRefusalLog = -1e9
 
     def buildProtocol(self, addr: IAddress | None) -> DemuxProtocol | None:
+        return self._build(addr, proxied=False)
+
+    def _build(self, addr: IAddress | None, proxied: bool) -> DemuxProtocol | None:
         table = self.table
         source = getattr(addr, "host", None)
         why = None
@@ -211,23 +272,39 @@ class DemuxFactory(Factory[DemuxProtocol]):
             why = f"max_connections ({table.maxConnections})"
         elif table.maxUndecided is not None and self.undecided >= table.maxUndecided:
             why = f"max_undecided ({table.maxUndecided})"
-        elif (
-            table.maxConnectionsPerSource is not None
-            and source is not None
-            and self.perSource.get(source, 0) >= table.maxConnectionsPerSource
-        ):
+        elif not proxied and not self._sourceFree(source):
             why = f"max_connections_per_source ({table.maxConnectionsPerSource})"
         if why is not None:
             self._refuse(addr, why)
             return None
         protocol = DemuxProtocol(table, self.reactor)
         protocol.factory = self
-        protocol.source = source
+        protocol.expectProxyHeader = proxied
         self.active.add(protocol)
         self.undecided += 1
+        if not proxied:
+            self._countSource(protocol, source)
+        return protocol
+
+    def _sourceFree(self, source: str | None) -> bool:
+        cap = self.table.maxConnectionsPerSource
+        return cap is None or source is None or self.perSource.get(source, 0) < cap
+
+    def _countSource(self, protocol: DemuxProtocol, source: str | None) -> None:
+        protocol.source = source
         if source is not None:
             self.perSource[source] = self.perSource.get(source, 0) + 1
-        return protocol
+
+    def claimSource(self, protocol: DemuxProtocol) -> bool:
+        """
+        Count a connection against its source address once a PROXY header
+        has said what that is; C{False} if that source is over its limit.
+        """
+        source = getattr(protocol.peer, "host", None)
+        if not self._sourceFree(source):
+            return False
+        self._countSource(protocol, source)
+        return True
 
     def _refuse(self, addr: IAddress | None, why: str) -> None:
         """
@@ -296,6 +373,14 @@ class DemuxFactory(Factory[DemuxProtocol]):
         d.addCallback(cancelTimer)
         return d
 
+    def proxied(self) -> ProxyHeaderFactory:
+        """
+        A factory for a listener whose connections start with a PROXY
+        protocol header (C{haproxy:tcp:443}), sharing this one's routes,
+        limits and counts.
+        """
+        return ProxyHeaderFactory(self)
+
     def setTable(self, table: RouteTable) -> None:
         """
         Decide new connections with C{table}; connections already open keep
@@ -311,6 +396,39 @@ class DemuxFactory(Factory[DemuxProtocol]):
 
     def stopFactory(self) -> None:
         _stopLocal(self.table)
+
+
+class ProxyHeaderFactory(Factory[DemuxProtocol]):
+    """
+    Builds demux protocols that read a PROXY protocol header (v1 or v2)
+    before anything else, so that routing, limits and logs see the client's
+    real address; a connection without a valid header is refused, as the
+    protocol's specification requires.
+    """
+
+    noisy = False
+
+    def __init__(self, demux: DemuxFactory) -> None:
+        self.demux = demux
+
+    def buildProtocol(self, addr: IAddress | None) -> DemuxProtocol | None:
+        return self.demux._build(addr, proxied=True)
+
+    def doStart(self) -> None:
+        self.demux.doStart()
+
+    def doStop(self) -> None:
+        self.demux.doStop()
+
+
+def _ipOf(address: IAddress | None) -> IPAddress | None:
+    host = getattr(address, "host", None)
+    if not isinstance(host, str):
+        return None
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
 
 
 def _startLocal(table: RouteTable) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from attrs import field, frozen
+from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.error import TimeoutError
 from twisted.internet.interfaces import (
@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from ._interfaces import ITarget
+from ._proxyheader import makeHeader
 
 log = Logger(namespace="demux")
 
@@ -116,8 +117,11 @@ class _ClientEnd(_RelayEnd):
         reactor: IReactorTime,
         peer: IAddress,
         routeName: str,
+        host: IAddress | None,
     ) -> None:
         self.session = self
+        self.host = host
+        self._tried: list[Backend] = []
         self.target = target
         self.transport = transport
         self.peeked = peeked
@@ -134,16 +138,29 @@ class _ClientEnd(_RelayEnd):
         self._ended = False
 
     def dial(self) -> None:
+        """
+        Connect to the first backend that answers, in the order the target's
+        balancing gives, and relay to it.
+        """
         # Read nothing more from the client until there is somewhere to send
         # it.
         self.transport.pauseProducing()
-        d = self.target.endpoint.connect(_BackendFactory(self))
+        self._candidates = self.target.pick(self.reactor.seconds())
+        self._dialNext()
+
+    def _dialNext(self) -> None:
+        backend = self._candidates.pop(0)
+        self._tried.append(backend)
+        self.backend = backend
+        self.dialStarted = self.reactor.seconds()
+        d = backend.endpoint.connect(_BackendFactory(self))
         d.addTimeout(self.target.connectTimeout, self.reactor)
         self._connecting = d
         d.addCallbacks(self._connected, self._failed)
 
     def _connected(self, backend: _BackendEnd) -> None:
         self._connecting = None
+        self.target.markUp(self.backend)
 
     def _failed(self, reason: Failure) -> None:
         self._connecting = None
@@ -154,13 +171,17 @@ class _ClientEnd(_RelayEnd):
         else:
             why = reason.getErrorMessage()
         self.backendError = why
+        self.target.markDown(self.backend, self.reactor.seconds())
         log.warn(
             "{peer} route={route} backend {backend} failed: {why}",
             peer=_peerText(self.peer),
             route=self.routeName,
-            backend=self.target.description,
+            backend=self.backend.description,
             why=why,
         )
+        if self._candidates:
+            self._dialNext()
+            return
         self.transport.loseConnection()
 
     def backendConnected(self, backend: _BackendEnd) -> None:
@@ -172,8 +193,16 @@ class _ClientEnd(_RelayEnd):
             return
         self.other = backend
         backend.other = self
-        if self.peeked:
-            backend.transport.write(self.peeked)
+        first = self.peeked
+        if self.target.sendProxy is not None:
+            # The header and the peeked bytes go out in one write, header
+            # first, as a backend that expects the header may read it alone.
+            first = (
+                makeHeader(self.target.sendProxy, self.peer, self.host or self.peer)
+                + first
+            )
+        if first:
+            backend.transport.write(first)
         self.peeked = b""
         # Each transport is the other's producer: a slow reader on one side
         # pauses reading on the other, so memory stays bounded.
@@ -288,6 +317,35 @@ def _peerText(peer: IAddress | None) -> str:
     return str(peer)
 
 
+@frozen
+class Backend:
+    """
+    One backend address of a route.
+
+    @ivar endpoint: how to reach it; parsed once, when the configuration is
+        loaded, not per connection.
+    @ivar description: the endpoint string, for logs.
+    """
+
+    endpoint: IStreamClientEndpoint
+    description: str
+
+
+@define
+class _Health:
+    """
+    What a target has learnt about its backends while running: which
+    refused lately (a passive health check), and whose turn is next.
+    """
+
+    downUntil: dict[str, float] = field(factory=dict)
+    nextIndex: int = 0
+
+
+BALANCE_MODES = ("first", "roundrobin")
+DEFAULT_RETRY_AFTER = 10.0
+
+
 @implementer(ITarget)
 @frozen
 class BackendTarget:
@@ -298,11 +356,18 @@ class BackendTarget:
         configuration is loaded, not per connection.
     @ivar description: the endpoint string, for logs.
     @ivar connectTimeout: seconds to wait for the backend to accept before
-        closing the client's connection.
+        trying the next backend or closing the client's connection.
     @ivar idleTimeout: seconds without a byte either way after which both
         connections are closed, or L{None} to keep idle connections.
     @ivar linger: seconds that one side may take to flush what it was sent
         after the other side has gone, before it is cut off.
+    @ivar sendProxy: 1 or 2 to send a PROXY protocol header of that version
+        to the backend, so it sees the client's address; L{None} not to.
+    @ivar alternatives: more backends for the same route.
+    @ivar balance: C{"first"}: the first backend that is up, in order;
+        C{"roundrobin"}: each connection starts at the next backend.
+    @ivar retryAfter: seconds a backend that refused or timed out is
+        passed over (unless every backend is).
     """
 
     endpoint: IStreamClientEndpoint
@@ -310,6 +375,38 @@ class BackendTarget:
     connectTimeout: float = DEFAULT_CONNECT_TIMEOUT
     idleTimeout: float | None = None
     linger: float = DEFAULT_LINGER
+    sendProxy: int | None = None
+    alternatives: tuple[Backend, ...] = ()
+    balance: str = "first"
+    retryAfter: float = DEFAULT_RETRY_AFTER
+    _health: _Health = field(factory=_Health, eq=False, repr=False, alias="_health")
+
+    @property
+    def backends(self) -> tuple[Backend, ...]:
+        """
+        Every backend of the route, in configuration order.
+        """
+        return (Backend(self.endpoint, self.description), *self.alternatives)
+
+    def pick(self, now: float) -> list[Backend]:
+        """
+        The order in which to try the backends for a new connection: by the
+        balancing mode, backends that failed lately last.
+        """
+        backends = list(self.backends)
+        if self.balance == "roundrobin" and len(backends) > 1:
+            start = self._health.nextIndex % len(backends)
+            self._health.nextIndex = start + 1
+            backends = backends[start:] + backends[:start]
+        down = self._health.downUntil
+        up = [b for b in backends if down.get(b.description, 0.0) <= now]
+        return up + [b for b in backends if b not in up]
+
+    def markDown(self, backend: Backend, now: float) -> None:
+        self._health.downUntil[backend.description] = now + self.retryAfter
+
+    def markUp(self, backend: Backend) -> None:
+        self._health.downUntil.pop(backend.description, None)
 
     def handOff(
         self,
@@ -318,8 +415,9 @@ class BackendTarget:
         reactor: IReactorTime,
         peer: IAddress,
         routeName: str = "",
+        host: IAddress | None = None,
     ) -> Protocol:
-        end = _ClientEnd(self, transport, peeked, reactor, peer, routeName)
+        end = _ClientEnd(self, transport, peeked, reactor, peer, routeName, host)
         end.dial()
         return end
 
@@ -381,6 +479,7 @@ class LocalTarget:
         reactor: IReactorTime,
         peer: IAddress,
         routeName: str = "",
+        host: IAddress | None = None,
     ) -> Protocol:
         protocol = self.factory.buildProtocol(peer)
         if protocol is None:

@@ -4,6 +4,7 @@ The route table, and the one function that decides a connection's route.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 
 from attrs import field, frozen
@@ -49,11 +50,43 @@ class Route:
     @ivar name: unique within its table, used in logs and metrics.
     @ivar matcher: decides whether a connection is this route's.
     @ivar target: where a connection that took this route goes.
+    @ivar sources: which client addresses may take this route; L{None}:
+        any.
     """
 
     name: str
     matcher: IMatcher
     target: ITarget
+    sources: SourceFilter | None = None
+
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@frozen
+class SourceFilter:
+    """
+    Allow and deny lists of networks for a route, as HAProxy's C{src} ACLs
+    are used: a denied address never takes the route; if there is an allow
+    list, only addresses on it do.  A client with no IP address (a UNIX
+    socket) passes a deny list but no allow list.
+    """
+
+    allow: tuple[IPNetwork, ...] = ()
+    deny: tuple[IPNetwork, ...] = ()
+
+    def admits(self, address: IPAddress | None) -> bool:
+        if address is None:
+            return not self.allow
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        for network in self.deny:
+            if address in network:
+                return False
+        if not self.allow:
+            return True
+        return any(address in network for network in self.allow)
 
 
 def _routeTuple(routes: Iterable[Route]) -> tuple[Route, ...]:
@@ -133,7 +166,12 @@ class Decision:
     reason: str
 
 
-def decide(table: RouteTable, peek: Peek, final: bool) -> Decision | None:
+def decide(
+    table: RouteTable,
+    peek: Peek,
+    final: bool,
+    source: IPAddress | None = None,
+) -> Decision | None:
     """
     Decide a connection's route from its first bytes, or say it is too soon.
 
@@ -143,10 +181,13 @@ def decide(table: RouteTable, peek: Peek, final: bool) -> Decision | None:
     stopped sending), routes still undecided count as no and, if any route
     was still undecided, the table's C{onTimeout} route takes the connection
     (a client that waits for the server to speak first).  A connection every
-    route has refused outright is refused, final or not.
+    route has refused outright is refused, final or not.  A route whose
+    C{sources} do not admit C{source}, the client's address, counts as no.
     """
     undecided = False
     for route in table.routes:
+        if route.sources is not None and not route.sources.admits(source):
+            continue
         verdict = route.matcher.match(peek)
         if verdict is MATCH:
             return Decision(route, route.matcher.describe(peek))

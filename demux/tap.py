@@ -13,13 +13,14 @@ from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
-from twisted.application import strports
+from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.python import usage
 
-from ._config import Config, configFromDict, loadConfig, routeFromArgument
+from ._config import Config, configFromDict, listenSpec, loadConfig, routeFromArgument
 from ._errors import DemuxError
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
@@ -237,5 +238,29 @@ def makeService(options: Options) -> IService:
     factory = DemuxFactory(config.table, reactor)
     DemuxService(factory, config, options.reloader, reactor).setServiceParent(service)
     for description in config.listen:
-        strports.service(description, factory).setServiceParent(service)
+        endpoint, proxied = listenSpec(description)
+        _ListeningService(
+            description,
+            serverFromString(reactor, endpoint),
+            factory.proxied() if proxied else factory,
+        ).setServiceParent(service)
     return service
+
+
+class _ListeningService(StreamServerEndpointService):
+    """
+    Listens on one endpoint; a port that cannot be had (in use, not
+    permitted) stops start-up with one line instead of a traceback.
+    """
+
+    _raiseSynchronously = True
+
+    def __init__(self, description: str, endpoint: Any, factory: Any) -> None:
+        super().__init__(endpoint, factory)
+        self.description = description
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except Exception as e:
+            _fail(f"cannot listen on {self.description}: {e}")
