@@ -32,7 +32,8 @@ from demux.matchers import anyFactory
 from ._process import freePort, runDemux
 from ._servers import TagServer, recvAll
 
-BUILT_IN = {"any", "tls", "prefix", "http", "http2", "ssh", "regex"}
+BUILT_IN = {"any", "tls", "prefix", "http", "http2", "ssh", "regex",
+            "xmpp"}
 
 
 class impostorAny:
