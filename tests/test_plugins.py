@@ -33,7 +33,8 @@ from ._process import freePort, runDemux
 from ._servers import TagServer, recvAll
 
 BUILT_IN = {"any", "tls", "prefix", "http", "http2", "ssh", "regex",
-            "xmpp"}
+            "xmpp",
+            "rdp"}
 
 
 class impostorAny:
