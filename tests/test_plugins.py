@@ -34,7 +34,8 @@ from ._servers import TagServer, recvAll
 
 BUILT_IN = {"any", "tls", "prefix", "http", "http2", "ssh", "regex",
             "xmpp",
-            "rdp"}
+            "rdp",
+            "tinc"}
 
 
 class impostorAny:
