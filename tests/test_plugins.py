@@ -35,7 +35,8 @@ from ._servers import TagServer, recvAll
 BUILT_IN = {"any", "tls", "prefix", "http", "http2", "ssh", "regex",
             "xmpp",
             "rdp",
-            "tinc"}
+            "tinc",
+            "adb"}
 
 
 class impostorAny:
