@@ -36,7 +36,8 @@ BUILT_IN = {"any", "tls", "prefix", "http", "http2", "ssh", "regex",
             "xmpp",
             "rdp",
             "tinc",
-            "adb"}
+            "adb",
+            "bep", "relay-protocol", "relay-session"}
 
 
 class impostorAny:
