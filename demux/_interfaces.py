@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IAddress, IReactorTime, ITransport
+    from twisted.internet.interfaces import ITransport
     from twisted.internet.protocol import Protocol
 
     from ._peek import Peek
+    from ._routes import ConnectionInfo
 
 
 class Verdict(enum.Enum):
@@ -104,21 +105,15 @@ class ITarget(Interface):
     def handOff(
         transport: ITransport,
         peeked: bytes,
-        reactor: IReactorTime,
-        peer: IAddress,
-        routeName: str,
-        host: IAddress | None,
+        connection: ConnectionInfo,
     ) -> Protocol:
         """
         Take over a connection whose first bytes were C{peeked}.
-
-        C{peer} is the client's address and C{host} the address it
-        connected to (both as a PROXY header gave them, on a listener that
-        expects one), and C{routeName} the route it took, for the target's
-        own log lines.
 
         C{transport} may have read nothing beyond C{peeked} yet; the target
         must deliver C{peeked} before anything later.  It returns the protocol
         that from now on gets the connection's events (C{dataReceived},
         C{connectionLost} and, if it provides it, C{IHalfCloseableProtocol}).
+        C{connection} says who the client is, which route it took, and whom
+        to tell what happens to it.
         """

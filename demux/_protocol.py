@@ -20,10 +20,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._proxyheader import InvalidProxyHeader, headerLength, parseHeader
 from ._relay import LocalTarget, _peerText
-from ._routes import Decision, IPAddress, RouteTable, decide
+from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
 
 log = Logger(namespace="demux")
 
@@ -123,7 +124,7 @@ class DemuxProtocol(Protocol):
         return rest
 
     def _refuse(self, reason: str) -> None:
-        self._dispatch(Decision(None, reason), "")
+        self._dispatch(Decision(None, reason, "proxy header"), "")
 
     def _timeUp(self) -> None:
         self._timer = None
@@ -157,6 +158,7 @@ class DemuxProtocol(Protocol):
             decideMs=elapsed * 1000,
         )
         if route is None:
+            self.factory.observer.refused(decision.kind)
             log.info(
                 "{peer} refused: {reason} ({peeked} bytes peeked, "
                 "{decideMs:.2f} ms)",
@@ -175,8 +177,12 @@ class DemuxProtocol(Protocol):
         data = self.peek.data
         self.peek = Peek()
         assert peer is not None
+        observer = self.factory.observer
+        observer.routed(route.name, elapsed)
         self.downstream = route.target.handOff(
-            self.transport, data, self.clock, peer, route.name, self.host
+            self.transport,
+            data,
+            ConnectionInfo(self.clock, peer, self.host, route.name, observer),
         )
         if self._readClosed:
             self._halfCloseDownstream()
@@ -220,6 +226,7 @@ class DemuxProtocol(Protocol):
         elif not self.decided:
             self.decided = True
             self.factory.undecided -= 1
+            self.factory.observer.refused("client closed")
             log.info(
                 "{peer} closed before a route was decided ({peeked} bytes "
                 "peeked, {decideMs:.2f} ms)",
@@ -240,6 +247,7 @@ class DemuxFactory(Factory[DemuxProtocol]):
 
     @ivar table: the routes new connections are decided with; replacing it
         (a reload) changes only connections accepted afterwards.
+    @ivar observer: told of every connection's steps (metrics).
     @ivar active: the open connections, decided or not.
     @ivar undecided: how many of them are still waiting for a decision.
     """
@@ -247,7 +255,13 @@ class DemuxFactory(Factory[DemuxProtocol]):
     protocol = DemuxProtocol
     noisy = False
 
-    def __init__(self, table: RouteTable, reactor: IReactorTime | None = None) -> None:
+    def __init__(
+        self,
+        table: RouteTable,
+        reactor: IReactorTime | None = None,
+        observer: IConnectionObserver | None = None,
+    ) -> None:
+        self.observer: IConnectionObserver = observer or NullObserver()
         if reactor is None:
             from twisted.internet import reactor as globalReactor
 
@@ -277,6 +291,7 @@ class DemuxFactory(Factory[DemuxProtocol]):
         if why is not None:
             self._refuse(addr, why)
             return None
+        self.observer.accepted()
         protocol = DemuxProtocol(table, self.reactor)
         protocol.factory = self
         protocol.expectProxyHeader = proxied
@@ -313,6 +328,7 @@ class DemuxFactory(Factory[DemuxProtocol]):
         second, saying how many there were.
         """
         self.refused[why] = self.refused.get(why, 0) + 1
+        self.observer.refused("limit")
         now = self.reactor.seconds()
         if now - self._lastRefusalLog >= 1.0:
             self._lastRefusalLog = now

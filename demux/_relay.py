@@ -12,7 +12,7 @@ protocol factory instead.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
@@ -22,7 +22,6 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHalfCloseableProtocol,
     IProtocolFactory,
-    IReactorTime,
     IStreamClientEndpoint,
     ITransport,
 )
@@ -33,6 +32,9 @@ from zope.interface import implementer
 
 from ._interfaces import ITarget
 from ._proxyheader import makeHeader
+
+if TYPE_CHECKING:
+    from ._routes import ConnectionInfo
 
 log = Logger(namespace="demux")
 
@@ -114,22 +116,20 @@ class _ClientEnd(_RelayEnd):
         target: BackendTarget,
         transport: ITransport,
         peeked: bytes,
-        reactor: IReactorTime,
-        peer: IAddress,
-        routeName: str,
-        host: IAddress | None,
+        connection: ConnectionInfo,
     ) -> None:
         self.session = self
-        self.host = host
+        self.host = connection.host
+        self.observer = connection.observer
         self._tried: list[Backend] = []
         self.target = target
         self.transport = transport
         self.peeked = peeked
-        self.reactor = reactor
-        self.peer = peer
-        self.routeName = routeName
+        self.reactor = connection.clock
+        self.peer = connection.peer
+        self.routeName = connection.route
         self.bytesIn = len(peeked)
-        self.started = reactor.seconds()
+        self.started = self.reactor.seconds()
         self.backendError: str | None = None
         self.idle = False
         self._connecting: Deferred[Any] | None = None
@@ -161,6 +161,11 @@ class _ClientEnd(_RelayEnd):
     def _connected(self, backend: _BackendEnd) -> None:
         self._connecting = None
         self.target.markUp(self.backend)
+        self.observer.backendConnected(
+            self.routeName,
+            self.backend.description,
+            self.reactor.seconds() - self.dialStarted,
+        )
 
     def _failed(self, reason: Failure) -> None:
         self._connecting = None
@@ -172,6 +177,7 @@ class _ClientEnd(_RelayEnd):
             why = reason.getErrorMessage()
         self.backendError = why
         self.target.markDown(self.backend, self.reactor.seconds())
+        self.observer.backendFailed(self.routeName, self.backend.description)
         log.warn(
             "{peer} route={route} backend {backend} failed: {why}",
             peer=_peerText(self.peer),
@@ -274,6 +280,8 @@ class _ClientEnd(_RelayEnd):
             if timer is not None and timer.active():
                 timer.cancel()
         backendBytes = self.other.bytesIn if self.other is not None else 0
+        duration = self.reactor.seconds() - self.started
+        self.observer.closed(self.routeName, self.bytesIn, backendBytes, duration)
         log.info(
             "{peer} route={route} closed: {bytesUp} bytes up, {bytesDown} "
             "bytes down, {duration:.3f}s",
@@ -281,7 +289,7 @@ class _ClientEnd(_RelayEnd):
             route=self.routeName,
             bytesUp=self.bytesIn,
             bytesDown=backendBytes,
-            duration=self.reactor.seconds() - self.started,
+            duration=duration,
             backendError=self.backendError,
         )
 
@@ -409,15 +417,9 @@ class BackendTarget:
         self._health.downUntil.pop(backend.description, None)
 
     def handOff(
-        self,
-        transport: ITransport,
-        peeked: bytes,
-        reactor: IReactorTime,
-        peer: IAddress,
-        routeName: str = "",
-        host: IAddress | None = None,
+        self, transport: ITransport, peeked: bytes, connection: ConnectionInfo
     ) -> Protocol:
-        end = _ClientEnd(self, transport, peeked, reactor, peer, routeName, host)
+        end = _ClientEnd(self, transport, peeked, connection)
         end.dial()
         return end
 
@@ -430,9 +432,13 @@ class _LocalEnd(Protocol):
     half-close only to a protocol that understands it.
     """
 
-    def __init__(self, protocol: Protocol, transport: ITransport) -> None:
+    def __init__(
+        self, protocol: Protocol, transport: ITransport, connection: ConnectionInfo
+    ) -> None:
         self.protocol = protocol
         self.transport = transport
+        self.connection = connection
+        self.started = connection.clock.seconds()
 
     def dataReceived(self, data: bytes) -> None:
         self.protocol.dataReceived(data)
@@ -451,6 +457,8 @@ class _LocalEnd(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.protocol.connectionLost(reason)
+        c = self.connection
+        c.observer.closed(c.route, 0, 0, c.clock.seconds() - self.started)
 
 
 @implementer(ITarget)
@@ -473,19 +481,13 @@ class LocalTarget:
             object.__setattr__(self, "description", f"local {self.factory!r}")
 
     def handOff(
-        self,
-        transport: ITransport,
-        peeked: bytes,
-        reactor: IReactorTime,
-        peer: IAddress,
-        routeName: str = "",
-        host: IAddress | None = None,
+        self, transport: ITransport, peeked: bytes, connection: ConnectionInfo
     ) -> Protocol:
-        protocol = self.factory.buildProtocol(peer)
+        protocol = self.factory.buildProtocol(connection.peer)
         if protocol is None:
             transport.loseConnection()
             return Protocol()
         protocol.makeConnection(transport)
         if peeked:
             protocol.dataReceived(peeked)
-        return _LocalEnd(protocol, transport)  # type: ignore[arg-type]
+        return _LocalEnd(protocol, transport, connection)  # type: ignore[arg-type]

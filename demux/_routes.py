@@ -8,10 +8,12 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 
 from attrs import field, frozen
+from twisted.internet.interfaces import IAddress, IReactorTime
 from zope.interface import implementer
 
 from ._errors import ConfigError
 from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, ITarget, Verdict
+from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 
 DEFAULT_INSPECT_DELAY = 5.0
@@ -154,16 +156,39 @@ class RouteTable:
 
 
 @frozen
+class ConnectionInfo:
+    """
+    What a target is told about a connection it takes over.
+
+    @ivar clock: the reactor's clock, for the target's timers.
+    @ivar peer: the client's address (as a PROXY header gave it, on a
+        listener that expects one).
+    @ivar host: the address the client connected to, likewise.
+    @ivar route: the name of the route the connection took.
+    @ivar observer: told what happens to the connection (metrics).
+    """
+
+    clock: IReactorTime
+    peer: IAddress
+    host: IAddress | None
+    route: str
+    observer: IConnectionObserver = field(factory=NullObserver)
+
+
+@frozen
 class Decision:
     """
     Where a connection goes, and why, for the log.
 
     @ivar route: the route taken, or L{None} if the connection is refused.
     @ivar reason: what the winning matcher saw, or why nothing matched.
+    @ivar kind: for a refusal, its kind for metrics: C{"no match"} (every
+        route said no) or C{"timeout"} (undecided when the wait ended).
     """
 
     route: Route | None
     reason: str
+    kind: str = ""
 
 
 def decide(
@@ -198,8 +223,8 @@ def decide(
     if undecided and table.onTimeout is not None:
         return Decision(table.route(table.onTimeout), "undecided, on_timeout")
     if undecided:
-        return Decision(None, "undecided when the wait ended")
-    return Decision(None, "no route matched")
+        return Decision(None, "undecided when the wait ended", "timeout")
+    return Decision(None, "no route matched", "no match")
 
 
 def matcherFor(matchers: Sequence[IMatcher]) -> IMatcher:
