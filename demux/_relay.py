@@ -137,6 +137,15 @@ class _ClientEnd(_RelayEnd):
         self._idleTimer: IDelayedCall | None = None
         self._ended = False
 
+    def dataReceived(self, data: bytes) -> None:
+        if self.other is None:
+            # A transport may deliver what it had already read after being
+            # paused for the dial: keep it, in order, behind the peek.
+            self.bytesIn += len(data)
+            self.peeked += data
+            return
+        _RelayEnd.dataReceived(self, data)
+
     def dial(self) -> None:
         """
         Connect to the first backend that answers, in the order the target's
