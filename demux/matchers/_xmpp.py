@@ -119,6 +119,11 @@ def _token(data: bytes, pos: int, pattern: re.Pattern[bytes]) -> tuple[bytes, in
 
 
 def _streamTag(data: bytes) -> StreamHeader:
+    """
+    Scan C{data} as an optional XML declaration, white space and a stream
+    tag, raising L{_Short} where the bytes end too soon and L{_Bad} at the
+    first byte no header could have.
+    """
     pos = 0
     if data == b"<":
         raise _Short()
