@@ -5,7 +5,7 @@ every matcher rejects a bad value with the same kind of sentence.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 
 from .._errors import MatcherConfigError
 
@@ -117,3 +117,44 @@ def hexBytes(value: object, what: str) -> bytes:
         raise MatcherConfigError(
             f"{what} must be hex digits (0-9, a-f), not {value!r}"
         ) from None
+
+
+def intList(
+    value: object, what: str, allowed: Collection[int]
+) -> tuple[int, ...]:
+    """
+    A non-empty list of whole numbers from C{allowed}, without repeats, where
+    a single number stands for a list of one (C{versions = [4, 5]} or
+    C{versions = 5}).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    known = ", ".join(str(v) for v in sorted(allowed))
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise MatcherConfigError(
+            f"{what} must be a number or a non-empty list of numbers from "
+            f"{known}, not {value!r}"
+        )
+    for v in value:
+        if v not in allowed:
+            raise MatcherConfigError(f"{what}: {v} is not one of {known}")
+    return tuple(dict.fromkeys(value))
+
+
+def choiceList(
+    value: object, what: str, allowed: Collection[str]
+) -> tuple[str, ...]:
+    """
+    A non-empty list of words from C{allowed}, without repeats, where a single
+    word stands for a list of one (C{requests = ["ssl", "startup"]}).
+    """
+    words = stringList(value, what)
+    for word in words:
+        if word not in allowed:
+            known = ", ".join(repr(a) for a in allowed)
+            raise MatcherConfigError(f"{what}: {word!r} is not one of {known}")
+    return tuple(dict.fromkeys(words))
