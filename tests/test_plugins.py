@@ -37,7 +37,9 @@ BUILT_IN = {"any", "tls", "prefix", "http", "http2", "ssh", "regex",
             "rdp",
             "tinc",
             "adb",
-            "bep", "relay-protocol", "relay-session"}
+            "bep", "relay-protocol", "relay-session",
+            "openvpn", "socks", "postgres", "mqtt", "redis", "syslog",
+            "proxy_protocol"}
 
 
 class impostorAny:
