@@ -39,6 +39,13 @@ MATCHERS: Mapping[str, str] = {
     "bep": "Syncthing BEP: TLS with ALPN bep/1.0",
     "relay-protocol": "a Syncthing relay's protocol mode: TLS with ALPN bep-relay",
     "relay-session": "a Syncthing relay session: the relay magic",
+    "openvpn": "OpenVPN over TCP: a client's first control packet",
+    "socks": "a SOCKS 4, 4a or 5 client's greeting",
+    "postgres": "a PostgreSQL startup, SSLRequest or GSSENCRequest message",
+    "mqtt": "an MQTT CONNECT packet",
+    "redis": "a Redis command in RESP",
+    "syslog": "syslog over TCP (RFC 3164, RFC 5424, octet counting)",
+    "proxy_protocol": "a PROXY protocol v1 or v2 header",
 }
 """
 The matchers checked against the corpus, built with C{{}}, and what each
@@ -75,6 +82,28 @@ CLAIMS: Mapping[str, frozenset[str]] = {
         "xfreerdp-cr.bin": {"rdp"},
         "tincd-id.bin": {"tinc"},
         "adb-cnxn.bin": {"adb"},
+        "openvpn-tcp.bin": {"openvpn"},
+        "openvpn-tcp-tls-auth.bin": {"openvpn"},
+        "openvpn-tcp-tls-crypt.bin": {"openvpn"},
+        "openvpn-tcp-tls-crypt-v2.bin": {"openvpn"},
+        "socks4-curl.bin": {"socks"},
+        "socks4a-curl.bin": {"socks"},
+        "socks5-curl.bin": {"socks"},
+        "socks5-curl-auth.bin": {"socks"},
+        "postgres-startup-psql.bin": {"postgres"},
+        "postgres-sslrequest-psql.bin": {"postgres"},
+        "postgres-gssencrequest-psql.bin": {"postgres"},
+        "mqtt31-mosquitto.bin": {"mqtt"},
+        "mqtt311-mosquitto.bin": {"mqtt"},
+        "mqtt5-mosquitto.bin": {"mqtt"},
+        "redis-auth-cli.bin": {"redis"},
+        "redis-hello3-cli.bin": {"redis"},
+        "redis-ping-cli.bin": {"redis"},
+        "syslog-rfc3164-logger.bin": {"syslog"},
+        "syslog-rfc5424-logger.bin": {"syslog"},
+        "syslog-octet-count-logger.bin": {"syslog"},
+        "proxy-v1-haproxy.bin": {"proxy_protocol"},
+        "proxy-v2-haproxy.bin": {"proxy_protocol"},
     }.items()
 }
 """
