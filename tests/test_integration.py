@@ -74,6 +74,11 @@ name = "bulk"
 match.prefix = {{text = "BULK"}}
 backend = "tcp:127.0.0.1:{bulk.port}"
 [[routes]]
+name = "bulk-copy"
+match.prefix = {{text = "COPY"}}
+backend = "tcp:127.0.0.1:{bulk.port}"
+splice = false
+[[routes]]
 name = "relay-protocol"
 match.tls.alpn = ["bep-relay"]
 backend = "tcp:127.0.0.1:{relay}"
@@ -187,16 +192,20 @@ def test_silentClientClosedAtInspectDelay(stack: dict[str, object]) -> None:
     demux.waitForLog("no decision within 2s")
 
 
-def test_bulkBothWaysHalfClosed(stack: dict[str, object]) -> None:
+@pytest.mark.parametrize("spliced", [True, False], ids=["splice", "copy"])
+def test_bulkBothWaysHalfClosed(stack: dict[str, object], spliced: bool) -> None:
     """
     64 MiB up, a half-close, and 64 MiB down, checksummed: every byte
-    arrives, in order, and the answer to a half-closed request is whole.
+    arrives, in order, and the answer to a half-closed request is whole;
+    through the zero-copy relay and through the ordinary one.
     """
     demux: DemuxProcess = stack["demux"]  # type: ignore[assignment]
     size = 64 << 20
+    magic = b"BULK" if spliced else b"COPY"
     with socket.create_connection(("127.0.0.1", demux.port), timeout=30) as s:
-        s.sendall(b"BULK")
-        sent = hashlib.sha256(b"BULK")
+        clientPort = s.getsockname()[1]
+        s.sendall(magic)
+        sent = hashlib.sha256(magic)
         for chunk in pattern(size):
             s.sendall(chunk)
             sent.update(chunk)
@@ -215,8 +224,11 @@ def test_bulkBothWaysHalfClosed(stack: dict[str, object]) -> None:
             total += len(data)
     assert total == size
     assert received.digest() == patternDigest(size)
-    log = demux.waitForLog(f"bytes up, {size + 32} bytes down")
-    assert f"{size + 4} bytes up" in log
+    route = "bulk" if spliced else "bulk-copy"
+    closing = f"127.0.0.1:{clientPort} route={route} closed: {size + 4} bytes up, {size + 32} bytes down"
+    log = demux.waitForLog(closing)
+    [line] = [x for x in log.splitlines() if closing in x]
+    assert line.endswith("(spliced)") == spliced, line
 
 
 def test_ssh(stack: dict[str, object]) -> None:

@@ -1,0 +1,278 @@
+"""
+The zero-copy relay: once a connection's route is decided and both ends are
+plain TCP sockets on Linux, bytes move from socket to socket through a pipe
+with C{splice(2)}, so they never enter Python.
+
+It keeps the ordinary relay's promises: the peeked bytes (and any PROXY
+header) go first, each direction closes on its own (half-close), a side that
+cannot take more stops the other side being read (flow control: the pipe is
+the only buffer), bytes are counted for the log, and the idle timeout still
+sees activity.  When both directions are done, or on an error, the sockets go
+back to their Twisted transports to be closed, so the connection ends through
+the same code as any other.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import tcp
+from twisted.internet.interfaces import IReadWriteDescriptor
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+if TYPE_CHECKING:
+    from ._relay import _ClientEnd, _RelayEnd
+
+_FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
+_F_SETPIPE_SZ = 1031
+PIPE_SIZE = 256 * 1024
+_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
+# Moves per readiness event before giving other connections their turn.
+_MOVES_PER_EVENT = 8
+
+
+def available() -> bool:
+    """
+    Whether this platform can splice.
+    """
+    return hasattr(os, "splice")
+
+
+def eligible(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain TCP socket connection whose socket the
+    splice relay may drive: not TLS, not a wrapper, nothing left unsent.
+    """
+    return bool(
+        isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport.dataBuffer
+        and not transport._tempDataBuffer
+    )
+
+
+class PipePool:
+    """
+    Pipes kept for reuse: making two pipes per connection costs more
+    connection set-up than the relay saves on a short connection.
+    """
+
+    def __init__(self, keep: int = 256) -> None:
+        self.keep = keep
+        self._idle: list[tuple[int, int]] = []
+
+    def take(self) -> tuple[int, int]:
+        if self._idle:
+            return self._idle.pop()
+        r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass
+        return r, w
+
+    def give(self, pipe: tuple[int, int], empty: bool) -> None:
+        if empty and len(self._idle) < self.keep:
+            self._idle.append(pipe)
+        else:
+            os.close(pipe[0])
+            os.close(pipe[1])
+
+
+POOL = PipePool()
+
+
+class _Flow:
+    """
+    One direction of a spliced relay: from C{source}'s socket, through a
+    pipe, to C{sink}'s socket.
+    """
+
+    def __init__(self, source: _Watcher, sink: _Watcher, counter: _RelayEnd) -> None:
+        self.source = source
+        self.sink = sink
+        self.counter = counter
+        self.pipe = POOL.take()
+        self.inPipe = 0
+        self.eof = False
+        self.done = False
+
+    def preload(self, data: bytes) -> None:
+        """
+        Put bytes already read (the peek) in front of everything else.
+        """
+        while data:
+            n = os.write(self.pipe[1], data)
+            self.inPipe += n
+            data = data[n:]
+
+    def pump(self) -> None:
+        """
+        Move what can be moved now; wait for readiness otherwise.
+        """
+        for _ in range(_MOVES_PER_EVENT):
+            if self.inPipe:
+                try:
+                    n = os.splice(self.pipe[0], self.sink.fd, self.inPipe, flags=_FLAGS)
+                except BlockingIOError:
+                    # The sink is full: stop reading the source until it
+                    # drains.
+                    self.source.wantRead(False)
+                    self.sink.wantWrite(True)
+                    return
+                self.inPipe -= n
+                continue
+            self.sink.wantWrite(False)
+            if self.eof:
+                try:
+                    self.sink.sock.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                self.done = True
+                self.source.wantRead(False)
+                self.source.relay.flowDone()
+                return
+            try:
+                n = os.splice(self.source.fd, self.pipe[1], PIPE_SIZE, flags=_FLAGS)
+            except BlockingIOError:
+                self.source.wantRead(True)
+                return
+            if n == 0:
+                self.eof = True
+                continue
+            self.inPipe += n
+            self.counter.bytesIn += n
+            self.source.relay.session.idle = False
+        # Still busy: come back on the next readiness event, of the sink if
+        # bytes wait in the pipe, else of the source.
+        self.source.wantRead(not self.inPipe)
+        self.sink.wantWrite(bool(self.inPipe))
+
+    def release(self) -> None:
+        POOL.give(self.pipe, empty=self.inPipe == 0)
+
+
+@implementer(IReadWriteDescriptor)
+class _Watcher:
+    """
+    Stands in the reactor for one socket while the splice relay drives it:
+    its readiness to read feeds the flow out of it, its readiness to write
+    drains the flow into it.
+    """
+
+    def __init__(self, relay: SpliceRelay, transport: Any) -> None:
+        self.relay = relay
+        self.transport = transport
+        self.sock: socket.socket = transport.socket
+        self.fd = self.sock.fileno()
+        self.outgoing: _Flow | None = None
+        self.incoming: _Flow | None = None
+        self.reading = False
+        self.writing = False
+
+    def wantRead(self, on: bool) -> None:
+        if on != self.reading:
+            self.reading = on
+            if on:
+                self.relay.reactor.addReader(self)
+            else:
+                self.relay.reactor.removeReader(self)
+
+    def wantWrite(self, on: bool) -> None:
+        if on != self.writing:
+            self.writing = on
+            if on:
+                self.relay.reactor.addWriter(self)
+            else:
+                self.relay.reactor.removeWriter(self)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def logPrefix(self) -> str:
+        return "SpliceRelay"
+
+    def doRead(self) -> None:
+        self.relay.run(self.outgoing)
+
+    def doWrite(self) -> None:
+        self.relay.run(self.incoming)
+
+    def connectionLost(self, reason: Failure) -> None:
+        self.relay.fail()
+
+
+class SpliceRelay:
+    """
+    Drives a decided connection's two sockets with C{splice(2)} until both
+    directions are done.
+    """
+
+    def __init__(self, session: _ClientEnd, backend: _RelayEnd, first: bytes) -> None:
+        self.session = session
+        self.reactor: Any = session.reactor
+        client = _Watcher(self, session.transport)
+        server = _Watcher(self, backend.transport)
+        self.watchers = (client, server)
+        # Twisted's transports stand aside: nothing is buffered in them, and
+        # they get their sockets back to close them.
+        for w in self.watchers:
+            w.transport.stopReading()
+            w.transport.stopWriting()
+        self.up = _Flow(client, server, session)
+        self.down = _Flow(server, client, backend)
+        client.outgoing = server.incoming = self.up
+        server.outgoing = client.incoming = self.down
+        self.finished = False
+        if first:
+            self.up.preload(first)
+        if session.readClosed:
+            self.up.eof = True
+
+    def start(self) -> None:
+        self.run(self.up)
+        self.run(self.down)
+
+    def run(self, flow: _Flow | None) -> None:
+        if self.finished or flow is None or flow.done:
+            return
+        try:
+            flow.pump()
+        except OSError:
+            self.fail()
+
+    def flowDone(self) -> None:
+        if self.up.done and self.down.done:
+            self.detach()
+            for w in self.watchers:
+                w.transport.loseConnection()
+
+    def fail(self) -> None:
+        """
+        A socket failed (reset, broken pipe): both sides are cut off.
+        """
+        if self.finished:
+            return
+        self.detach()
+        for w in self.watchers:
+            w.transport.abortConnection()
+
+    def detach(self) -> None:
+        """
+        Give the sockets back to their transports.
+        """
+        if self.finished:
+            return
+        self.finished = True
+        for w in self.watchers:
+            w.wantRead(False)
+            w.wantWrite(False)
+        self.up.release()
+        self.down.release()
