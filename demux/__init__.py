@@ -15,6 +15,7 @@ from ._errors import (
     MatcherConfigError,
     UnknownMatcherError,
 )
+from ._http import RequestHead, parseRequestHead
 from ._interfaces import (
     MATCH,
     NEED_MORE,
@@ -24,15 +25,35 @@ from ._interfaces import (
     ITarget,
     Verdict,
 )
+from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._plugins import ENTRY_POINT_GROUP, findMatcherFactory, matcherFactories
 from ._protocol import DemuxFactory, DemuxProtocol
-from ._relay import BackendTarget, LocalTarget
-from ._routes import AllOf, Decision, Route, RouteTable, decide
+from ._relay import Backend, BackendTarget, LocalTarget
+from ._routes import (
+    AllOf,
+    ConnectionInfo,
+    Decision,
+    Route,
+    RouteTable,
+    SourceFilter,
+    decide,
+)
+from ._tls import ClientHello, isGrease, parseClientHello
 
 __all__ = [
     "AllOf",
+    "Backend",
     "BackendTarget",
+    "ClientHello",
+    "ConnectionInfo",
+    "IConnectionObserver",
+    "NullObserver",
+    "RequestHead",
+    "SourceFilter",
+    "isGrease",
+    "parseClientHello",
+    "parseRequestHead",
     "Config",
     "ConfigError",
     "Decision",

@@ -14,7 +14,10 @@ class ExportsTests(SynchronousTestCase):
             sorted(demux.__all__),
             sorted(
                 [
-                    "AllOf", "BackendTarget", "Config", "ConfigError", "Decision",
+                    "AllOf", "Backend", "BackendTarget", "ClientHello",
+                    "ConnectionInfo", "IConnectionObserver", "NullObserver",
+                    "RequestHead", "SourceFilter", "isGrease", "parseClientHello",
+                    "parseRequestHead", "Config", "ConfigError", "Decision",
                     "DemuxError", "DemuxFactory", "DemuxProtocol",
                     "DuplicateMatcherError", "ENTRY_POINT_GROUP", "IMatcher",
                     "IMatcherFactory", "ITarget", "LocalTarget", "MATCH",
@@ -29,5 +32,15 @@ class ExportsTests(SynchronousTestCase):
             self.assertTrue(hasattr(demux, name), name)
 
     def test_matchers(self) -> None:
+        """
+        Every built-in matcher's factory is public, under the name its
+        module gives it.
+        """
         for name in demux.matchers.__all__:
             self.assertTrue(hasattr(demux.matchers, name), name)
+        factories = {
+            getattr(demux.matchers, n).name
+            for n in demux.matchers.__all__
+            if n.endswith("Factory")
+        }
+        self.assertEqual(factories, set(demux.matcherFactories()))
