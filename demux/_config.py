@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 from twisted.internet.endpoints import (
     _parseServer,
     clientFromString,
@@ -55,6 +55,7 @@ _TOP_KEYS = {
     "max_connections_per_source",
     "max_undecided",
     "shutdown_grace",
+    "metrics",
     "routes",
 }
 _ROUTE_KEYS = {
@@ -69,8 +70,16 @@ _ROUTE_KEYS = {
     "retry_after",
     "allow",
     "deny",
+    "splice",
 }
-_BACKEND_ONLY = ("send_proxy", "balance", "retry_after", "idle_timeout", "connect_timeout")
+_BACKEND_ONLY = (
+    "send_proxy",
+    "balance",
+    "retry_after",
+    "idle_timeout",
+    "connect_timeout",
+    "splice",
+)
 
 DEFAULT_SHUTDOWN_GRACE = 10.0
 
@@ -94,11 +103,18 @@ class Config:
     @ivar table: the routes.
     @ivar shutdownGrace: seconds that open connections get to finish when
         demux is told to stop, before they are closed.
+    @ivar metrics: a Twisted server endpoint string to serve Prometheus
+        metrics and the status view on, or L{None} for none.
+    @ivar matchTables: each route's C{match} table as it was written, by
+        route name, so that the status view shows routes the way their
+        author wrote them.
     """
 
     listen: tuple[str, ...]
     table: RouteTable
     shutdownGrace: float = DEFAULT_SHUTDOWN_GRACE
+    metrics: str | None = None
+    matchTables: Mapping[str, object] = field(factory=dict)
 
 
 def _number(value: object, where: str, minimum: float = 0.0) -> float:
@@ -186,6 +202,9 @@ def _target(
         retryAfter = DEFAULT_RETRY_AFTER
         if "retry_after" in route:
             retryAfter = _number(route["retry_after"], f"{where}: retry_after")
+        splice = route.get("splice", True)
+        if not isinstance(splice, bool):
+            raise ConfigError(f"must be true or false, not {splice!r}", f"{where}: splice")
         return BackendTarget(
             backends[0].endpoint,
             backends[0].description,
@@ -195,6 +214,7 @@ def _target(
             alternatives=tuple(backends[1:]),
             balance=balance,
             retryAfter=retryAfter,
+            splice=splice,
         )
     for key in _BACKEND_ONLY:
         if key in route:
@@ -260,6 +280,24 @@ def listenSpec(description: str) -> tuple[str, bool]:
     return description, False
 
 
+def _checkServer(endpoint: str, description: str, where: str, reactor: Any) -> None:
+    """
+    Check a server endpoint string, C{description} as written and
+    C{endpoint} the part of it that Twisted parses.
+    """
+    try:
+        if endpoint.startswith("systemd:"):
+            # Outside systemd the descriptors it names do not exist yet;
+            # check the syntax only.
+            _parseServer(endpoint, None)
+        else:
+            serverFromString(reactor, endpoint)
+    except Exception as e:
+        raise ConfigError(
+            f"bad server endpoint string {description!r}: {e}", where
+        ) from None
+
+
 def _listen(value: object, where: str, reactor: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         value = [value]
@@ -273,17 +311,7 @@ def _listen(value: object, where: str, reactor: Any) -> tuple[str, ...]:
         if not isinstance(description, str):
             raise ConfigError(f"{description!r} is not a string", where)
         endpoint, _ = listenSpec(description)
-        try:
-            if endpoint.startswith("systemd:"):
-                # Outside systemd the descriptors it names do not exist yet;
-                # check the syntax only.
-                _parseServer(endpoint, None)
-            else:
-                serverFromString(reactor, endpoint)
-        except Exception as e:
-            raise ConfigError(
-                f"bad server endpoint string {description!r}: {e}", where
-            ) from None
+        _checkServer(endpoint, description, where, reactor)
     return tuple(value)
 
 
@@ -347,6 +375,15 @@ def configFromDict(
         maxUndecided = None
         if "max_undecided" in data:
             maxUndecided = _count(data["max_undecided"], "max_undecided")
+        metrics = data.get("metrics")
+        if metrics is not None:
+            if not isinstance(metrics, str) or not metrics:
+                raise ConfigError(
+                    "must be a Twisted server endpoint string such as "
+                    f"\"tcp:9100:interface=127.0.0.1\", not {metrics!r}",
+                    "metrics",
+                )
+            _checkServer(metrics, metrics, "metrics", reactor)
         onTimeout = data.get("on_timeout")
         if onTimeout is not None and not isinstance(onTimeout, str):
             raise ConfigError(f"must be a route name, not {onTimeout!r}", "on_timeout")
@@ -356,6 +393,7 @@ def configFromDict(
                 "has no routes; add at least one [[routes]] table", "routes"
             )
         routes = []
+        matchTables: dict[str, object] = {}
         names: set[str] = set()
         for index, routeData in enumerate(routesData, 1):
             where = f"route {index}"
@@ -386,6 +424,7 @@ def configFromDict(
             if "idle_timeout" in routeData:
                 routeIdle = _number(routeData["idle_timeout"], f"{where}: idle_timeout")
             matcher = _matcher(routeData["match"], f"{where}: match", factories)
+            matchTables[name] = routeData["match"]
             target = _target(routeData, where, reactor, routeTimeout, routeIdle)
             routes.append(Route(name, matcher, target, _sources(routeData, where)))
         if onTimeout is not None and onTimeout not in names:
@@ -401,7 +440,7 @@ def configFromDict(
         )
     except ConfigError as e:
         raise e.at(source) from None
-    return Config(listening, table, shutdownGrace)
+    return Config(listening, table, shutdownGrace, metrics, matchTables)
 
 
 def loadConfig(

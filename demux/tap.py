@@ -212,6 +212,13 @@ class DemuxService(Service):
                 new=", ".join(config.listen),
                 old=", ".join(self.config.listen),
             )
+        if config.metrics != self.config.metrics:
+            log.warn(
+                "reload: metrics changed to {new}; restart demux to serve them "
+                "there (the counts carry on where they were: {old})",
+                new=config.metrics,
+                old=self.config.metrics,
+            )
         self.config = config
         self.factory.setTable(config.table)
         log.info(
@@ -229,14 +236,32 @@ class DemuxService(Service):
 
 def makeService(options: Options) -> IService:
     """
-    One listening service per endpoint, all serving the same route table.
+    One listening service per endpoint, all serving the same route table,
+    and one more for the metrics port if the configuration has one.
     """
     from twisted.internet import reactor
 
     config: Config = options["demux"]
     service = MultiService()
-    factory = DemuxFactory(config.table, reactor)
-    DemuxService(factory, config, options.reloader, reactor).setServiceParent(service)
+    observer = None
+    if config.metrics is not None:
+        from ._metrics import PrometheusObserver
+
+        observer = PrometheusObserver()
+    factory = DemuxFactory(config.table, reactor, observer)
+    demuxService = DemuxService(factory, config, options.reloader, reactor)
+    demuxService.setServiceParent(service)
+    if observer is not None and config.metrics is not None:
+        from ._metrics import metricsSite
+
+        # The counts and the port stay as they are across reloads; the
+        # status view shows the routes of the configuration now in use.
+        site = metricsSite(
+            observer, factory, reactor, lambda: demuxService.config.matchTables
+        )
+        _ListeningService(
+            config.metrics, serverFromString(reactor, config.metrics), site
+        ).setServiceParent(service)
     for description in config.listen:
         endpoint, proxied = listenSpec(description)
         _ListeningService(
