@@ -52,7 +52,8 @@ class DemuxProtocol(Protocol):
         self.downstream: Protocol | None = None
         self.decided = False
         self._timer: IDelayedCall | None = None
-        self._started = 0.0
+        self.started = 0.0
+        self.route: str | None = None
         self._readClosed = False
         self.source: str | None = None
         self.expectProxyHeader = False
@@ -62,7 +63,7 @@ class DemuxProtocol(Protocol):
         self.sourceIP: IPAddress | None = None
 
     def connectionMade(self) -> None:
-        self._started = self.clock.seconds()
+        self.started = self.clock.seconds()
         self.peer = self.transport.getPeer()
         self.host = self.transport.getHost()
         self.sourceIP = _ipOf(self.peer)
@@ -148,7 +149,7 @@ class DemuxProtocol(Protocol):
             self._timer.cancel()
             self._timer = None
         peer = self.peer
-        elapsed = self.clock.seconds() - self._started
+        elapsed = self.clock.seconds() - self.started
         route = decision.route
         reason = f"{why}; {decision.reason}" if why else decision.reason
         fields: dict[str, Any] = dict(
@@ -177,6 +178,7 @@ class DemuxProtocol(Protocol):
         data = self.peek.data
         self.peek = Peek()
         assert peer is not None
+        self.route = route.name
         observer = self.factory.observer
         observer.routed(route.name, elapsed)
         self.downstream = route.target.handOff(
@@ -232,7 +234,7 @@ class DemuxProtocol(Protocol):
                 "peeked, {decideMs:.2f} ms)",
                 peer=_peerText(self.peer),
                 peeked=len(self.peek),
-                decideMs=(self.clock.seconds() - self._started) * 1000,
+                decideMs=(self.clock.seconds() - self.started) * 1000,
                 route=None,
             )
 

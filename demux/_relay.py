@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import TimeoutError
+from twisted.internet.error import ConnectionDone, TimeoutError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -205,6 +205,9 @@ class _ClientEnd(_RelayEnd):
         """
         Wire the two transports together, peeked bytes first.
         """
+        # Connected: the attempt's Deferred fires once this returns, and is
+        # no longer something to cancel.
+        self._connecting = None
         if self.lost:
             backend.transport.loseConnection()
             return
@@ -331,6 +334,24 @@ class _BackendEnd(_RelayEnd):
 
     def connectionMade(self) -> None:
         self.session.backendConnected(self)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        session = self.session
+        complete = session.fastPath is not None and session.fastPath.complete
+        if reason is not None and not reason.check(ConnectionDone) and not complete:
+            # A reset, or a TLS backend that failed verification: say why,
+            # since the client only sees its connection close.  (Once a
+            # spliced relay has carried both directions to their end, how
+            # the socket then closes is not news.)
+            session.backendError = reason.getErrorMessage()
+            log.warn(
+                "{peer} route={route} backend {backend} connection lost: {why}",
+                peer=_peerText(session.peer),
+                route=session.routeName,
+                backend=session.backend.description,
+                why=session.backendError,
+            )
+        _RelayEnd.connectionLost(self, reason)
 
 
 @implementer(IProtocolFactory)

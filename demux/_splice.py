@@ -21,6 +21,7 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReadWriteDescriptor
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -248,11 +249,27 @@ class SpliceRelay:
         except OSError:
             self.fail()
 
+    @property
+    def complete(self) -> bool:
+        """
+        Whether both directions were relayed to their end.
+        """
+        return self.up.done and self.down.done
+
     def flowDone(self) -> None:
         if self.up.done and self.down.done:
+            # Both directions were read to their end and written out: the
+            # sockets are closed at once (as a transport's own orderly close
+            # would, with nothing left to send).
             self.detach()
-            for w in self.watchers:
-                w.transport.loseConnection()
+            # On the next turn of the reactor, not inside whatever callback
+            # finished the last flow (it may be the backend's connectionMade).
+            self.reactor.callLater(0, self._close)
+
+    def _close(self) -> None:
+        for w in self.watchers:
+            if not w.transport.disconnected:
+                w.transport.connectionLost(Failure(ConnectionDone()))
 
     def fail(self) -> None:
         """
