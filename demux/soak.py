@@ -23,6 +23,10 @@ or it runs against a demux you started with the configuration it prints::
     python -m demux.soak --target 127.0.0.1:8443 --backend-base 19100 \\
         --pid $! --duration 600
 
+C{--route-option KEY=VALUE} adds a setting to every route of the
+configuration it writes, to soak a variant (C{--route-option splice=false}
+soaks the ordinary relay instead of the splice fast path).
+
 C{--mode slowloris} holds C{--slow} connections that send one byte every
 C{--byte-interval} seconds (a TLS record or an HTTP request line that never
 completes) and C{--silent} connections that send nothing, from one thread,
@@ -148,6 +152,16 @@ def parseSize(text: str) -> int:
     return int(float(m.group(1)) * (1024**unit))
 
 
+def _routeOption(text: str) -> str:
+    """
+    C{"splice=false"} as the TOML line C{"splice = false"}.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9_.]+", key.strip()):
+        raise argparse.ArgumentTypeError(f"not KEY=VALUE: {text!r}")
+    return f"{key.strip()} = {value.strip()}"
+
+
 def hostPort(text: str) -> tuple[str, int]:
     """
     C{"127.0.0.1:8443"} or C{"[::1]:8443"} as a host and a port.
@@ -196,13 +210,22 @@ def pattern(size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
         counter += 1
 
 
-def soakConfig(listen: str, ports: dict[str, int], inspectDelay: float = 2.0) -> str:
+def soakConfig(
+    listen: str,
+    ports: dict[str, int],
+    inspectDelay: float = 2.0,
+    routeOptions: Sequence[str] = (),
+) -> str:
     """
     The demux configuration the mixed soak expects: one route per backend
     in L{ROUTES}, in that order.
+
+    @param routeOptions: TOML lines (C{"splice = false"}) added to every
+        route, to soak a variant.
     """
     backend = {name: f"tcp:127.0.0.1:{port}" for name, port in ports.items()}
-    return f"""\
+    extra = "".join(f"{line}\n" for line in routeOptions)
+    text = f"""\
 # Written by python -m demux.soak.
 listen = ["{listen}"]
 inspect_delay = {inspectDelay:g}
@@ -232,12 +255,13 @@ name = "http"
 match.http = {{}}
 backend = "{backend['http']}"
 """
+    return re.sub(r'(backend = "[^"]*"\n)', lambda m: m.group(1) + extra, text)
 
 
 # Backends.
 
 
-class _TagEcho(asyncio.Protocol):
+class TagEcho(asyncio.Protocol):
     """
     Greets with C{TAG:name}, then echoes until the client stops sending,
     with flow control both ways so a slow client cannot make it buffer
@@ -279,7 +303,7 @@ async def startBackends(base: int | None = None) -> dict[str, asyncio.Server]:
     for index, name in enumerate(ROUTES):
         tag = name.encode()
         servers[name] = await loop.create_server(
-            lambda tag=tag: _TagEcho(tag),  # type: ignore[misc]
+            lambda tag=tag: TagEcho(tag),  # type: ignore[misc]
             "127.0.0.1",
             0 if base is None else base + index,
             backlog=1024,
@@ -777,6 +801,7 @@ async def _selfContainedMixed(args: argparse.Namespace) -> SoakReport:
             f"tcp:{port}:interface=127.0.0.1:backlog=1024",
             {name: serverPort(s) for name, s in servers.items()},
             args.inspect_delay,
+            args.route_option,
         )
         with runDemux(config, port) as demux:
             report = await mixedSoak(
@@ -1139,6 +1164,11 @@ def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--listen", default="tcp:8443:interface=127.0.0.1",
                         help="the listen endpoint --print-config writes")
     parser.add_argument("--seed", type=int, help="for a repeatable mix")
+    parser.add_argument("--route-option", action="append", default=[],
+                        type=_routeOption, metavar="KEY=VALUE",
+                        help="a TOML key = value added to every route of the "
+                        "configuration (--self-contained, --print-config), "
+                        "such as splice=false; repeatable")
     parser.add_argument("--slow", type=int, default=2000,
                         help="slowloris clients sending a byte at a time")
     parser.add_argument("--silent", type=int, default=2000,
@@ -1182,6 +1212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.listen,
                 {n: args.backend_base + i for i, n in enumerate(ROUTES)},
                 args.inspect_delay,
+                args.route_option,
             ),
             end="",
         )

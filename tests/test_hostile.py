@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import select
 import shutil
 import signal
@@ -34,7 +35,7 @@ from typing import Any
 import pytest
 
 from demux.soak import (
-    _TagEcho,
+    TagEcho,
     clientHello,
     cpuSeconds,
     openFdKinds,
@@ -249,6 +250,10 @@ def resetClose(s: socket.socket) -> None:
 
 
 def exitStatus(process: subprocess.Popen[bytes], timeout: float) -> int | None:
+    """
+    The process's exit status, or L{None} if it is still running after
+    C{timeout} seconds.
+    """
     try:
         return process.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -321,7 +326,7 @@ backend = "tcp:127.0.0.1:{honest.port}"
             honestRound(demux.port, 20, 0.0)
             time.sleep(0.3)
             rssBefore = rssBytes(pid)
-            fdsBefore = openFds(pid)
+            socketsBefore = sockets(pid)
             quiet, quietErrors = honestRound(demux.port, 50, 0.06)
 
             attacker = subprocess.Popen(
@@ -347,8 +352,8 @@ backend = "tcp:127.0.0.1:{honest.port}"
                 assert attacker.stdout is not None
                 held = attacker.stdout.readline()
                 assert held.startswith("HELD "), held
-                waitFor(lambda: openFds(pid) >= fdsBefore + SLOW + SILENT, 1.5)
-                fdsHeld = openFds(pid)
+                waitFor(lambda: sockets(pid) >= socketsBefore + SLOW + SILENT, 1.5)
+                socketsHeld = sockets(pid)
                 rssHeld = rssBytes(pid)
                 out, _ = attacker.communicate(timeout=60)
             finally:
@@ -361,13 +366,13 @@ backend = "tcp:127.0.0.1:{honest.port}"
     finally:
         honest.close()
 
-    undecided = fdsHeld - fdsBefore
+    undecided = socketsHeld - socketsBefore
     perConnection = (rssHeld - rssBefore) / max(undecided, 1)
     quietMedian = statistics.median(quiet)
     attackedMedian = statistics.median(attacked["times"])
     print(
         f"\nslowloris: {SLOW} slow + {SILENT} silent, held at once: "
-        f"{result['maxHeld']} (demux held {undecided} undecided descriptors)\n"
+        f"{result['maxHeld']} (demux held {undecided} undecided sockets)\n"
         f"  closed after (from connect completion) slow {result['slowLifetime']}, "
         f"silent {result['silentLifetime']}\n"
         f"  closed after (from connect call) slow {result['slowLifetimeFromOpen']}, "
@@ -418,8 +423,9 @@ name = "magic"
 match.prefix = "{MAGIC.hex()}"
 backend = "tcp:127.0.0.1:{tags.port}"
 """
-    with ExitStack() as stack, runDemux(config) as demux:
-        stack.callback(tags.close)
+    # The clients close before demux is stopped, so it has nothing to drain.
+    with ExitStack() as cleanup, runDemux(config) as demux, ExitStack() as stack:
+        cleanup.callback(tags.close)
 
         def held(source: str) -> socket.socket:
             s = stack.enter_context(connect(demux.port, source))
@@ -603,7 +609,7 @@ class FaultyBackends:
 
     async def _start(self) -> dict[str, int]:
         factories: dict[str, Callable[[], asyncio.Protocol]] = {
-            "echo": lambda: _TagEcho(b"echo"),
+            "echo": lambda: TagEcho(b"echo"),
             "blackhole": lambda: _Blackhole(self.held),
             "closer": _Closer,
             "dier": lambda: _Dier(self.DIE_AFTER),
@@ -682,6 +688,9 @@ backend = "tcp:127.0.0.1:{p['dier']}"
 
 
 def assertServing(port: int) -> None:
+    """
+    demux still routes a new connection to the echo backend.
+    """
     assert routed(port) == b"TAG:echo\n"
 
 
@@ -1204,7 +1213,11 @@ def test_sigtermFinishingConnection() -> None:
             assert status is not None
             assert exited - signalled < GRACE
             log = demux.log()
-            assert f"waiting up to {GRACE:g}s for 1 connections to finish" in log
+            # A probe for the refusal may have been accepted before the port
+            # closed: it counts too.
+            assert re.search(
+                rf"waiting up to {GRACE:g}s for [12] connections to finish", log
+            ), log
             assert "aborting" not in log
     finally:
         tags.close()
