@@ -22,9 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import tcp
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReadWriteDescriptor
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 if TYPE_CHECKING:
     from ._relay import _ClientEnd, _RelayEnd
@@ -160,12 +158,12 @@ class _Flow:
         POOL.give(self.pipe, empty=self.inPipe == 0)
 
 
-@implementer(IReadWriteDescriptor)
 class _Watcher:
     """
-    Stands in the reactor for one socket while the splice relay drives it:
-    its readiness to read feeds the flow out of it, its readiness to write
-    drains the flow into it.
+    Drives one socket for the splice relay through its own Twisted
+    transport: while spliced, the transport's C{doRead} and C{doWrite} are
+    the relay's, so the reactor keeps one selectable per descriptor (the
+    transport) and closing the connection stays Twisted's business.
     """
 
     def __init__(self, relay: SpliceRelay, transport: Any) -> None:
@@ -177,37 +175,42 @@ class _Watcher:
         self.incoming: _Flow | None = None
         self.reading = False
         self.writing = False
+        transport.stopReading()
+        transport.stopWriting()
+        transport.doRead = self.doRead
+        transport.doWrite = self.doWrite
 
     def wantRead(self, on: bool) -> None:
         if on != self.reading:
             self.reading = on
             if on:
-                self.relay.reactor.addReader(self)
+                self.transport.startReading()
             else:
-                self.relay.reactor.removeReader(self)
+                self.transport.stopReading()
 
     def wantWrite(self, on: bool) -> None:
         if on != self.writing:
             self.writing = on
             if on:
-                self.relay.reactor.addWriter(self)
+                self.transport.startWriting()
             else:
-                self.relay.reactor.removeWriter(self)
+                self.transport.stopWriting()
 
-    def fileno(self) -> int:
-        return self.fd
-
-    def logPrefix(self) -> str:
-        return "SpliceRelay"
+    def release(self) -> None:
+        """
+        Stop driving the socket and give the transport its own methods back.
+        """
+        self.wantRead(False)
+        self.wantWrite(False)
+        for name in ("doRead", "doWrite"):
+            if self.transport.__dict__.get(name) == getattr(self, name):
+                delattr(self.transport, name)
 
     def doRead(self) -> None:
         self.relay.run(self.outgoing)
 
     def doWrite(self) -> None:
         self.relay.run(self.incoming)
-
-    def connectionLost(self, reason: Failure) -> None:
-        self.relay.fail()
 
 
 class SpliceRelay:
@@ -219,14 +222,11 @@ class SpliceRelay:
     def __init__(self, session: _ClientEnd, backend: _RelayEnd, first: bytes) -> None:
         self.session = session
         self.reactor: Any = session.reactor
+        # Nothing is buffered in Twisted's transports (see L{eligible}); the
+        # relay drives their sockets until it gives them back.
         client = _Watcher(self, session.transport)
         server = _Watcher(self, backend.transport)
         self.watchers = (client, server)
-        # Twisted's transports stand aside: nothing is buffered in them, and
-        # they get their sockets back to close them.
-        for w in self.watchers:
-            w.transport.stopReading()
-            w.transport.stopWriting()
         self.up = _Flow(client, server, session)
         self.down = _Flow(server, client, backend)
         client.outgoing = server.incoming = self.up
@@ -289,7 +289,6 @@ class SpliceRelay:
             return
         self.finished = True
         for w in self.watchers:
-            w.wantRead(False)
-            w.wantWrite(False)
+            w.release()
         self.up.release()
         self.down.release()

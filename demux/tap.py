@@ -54,6 +54,13 @@ class Options(usage.Options):
         ["inspect-delay", None, None, "Seconds to wait for a decision (with --route)."],
         ["max-peek", None, None, "The most bytes read before deciding (with --route)."],
         ["on-timeout", None, None, "The route for undecided connections (with --route)."],
+        [
+            "workers",
+            "w",
+            "1",
+            "Processes accepting on the same ports, to use more than one core "
+            "(Linux).",
+        ],
     ]
     optFlags = [
         ["check", None, "Check the configuration, print a summary and exit."],
@@ -62,6 +69,7 @@ class Options(usage.Options):
 
     def __init__(self) -> None:
         super().__init__()
+        self.arguments: list[str] = []
         self["listen"] = []
         self["routes"] = []
 
@@ -80,8 +88,28 @@ class Options(usage.Options):
         """
         self["routes"].append(argument)
 
+    def parseOptions(self, options: Any = None) -> None:
+        """
+        Keep the arguments, so that workers can load the same configuration.
+        """
+        if options is None:
+            options = sys.argv[1:]
+        self.arguments = _withoutWorkers(list(options))
+        super().parseOptions(options)
+
     def postOptions(self) -> None:
         from twisted.internet import reactor
+
+        try:
+            self["workers"] = int(self["workers"])
+            if self["workers"] < 1:
+                raise ValueError()
+        except ValueError:
+            _fail(
+                f"--workers must be a whole number of at least 1, not {self['workers']!r}"
+            )
+        if self["workers"] > 1 and not sys.platform.startswith("linux"):
+            _fail("--workers is offered on Linux only")
 
         _raiseFileLimit()
         self.reloader: Callable[[], Config] | None = None
@@ -181,11 +209,22 @@ class DemuxService(Service):
         self.config = config
         self.reloader = reload
         self.reactor = reactor
+        self.workers: Any = None
         self._previousHandler: Any = None
 
     def startService(self) -> None:
         super().startService()
         self._previousHandler = signal.signal(signal.SIGHUP, self._onSignal)
+        self.reactor.addSystemEventTrigger("after", "shutdown", self._exitCleanly)
+
+    def _exitCleanly(self) -> None:
+        """
+        A stop asked for with SIGTERM is demux's ordinary way to stop, and
+        ends with status 0 once open connections are drained, as HAProxy's
+        and sslh's do; twistd would otherwise end by raising the signal again.
+        """
+        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
+            self.reactor._exitSignal = None
 
     def _onSignal(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reload)
@@ -221,6 +260,8 @@ class DemuxService(Service):
             )
         self.config = config
         self.factory.setTable(config.table)
+        if self.workers is not None:
+            self.workers.signal(signal.SIGHUP)
         log.info(
             "reloaded: {count} routes ({names})",
             count=len(config.table.routes),
@@ -262,14 +303,45 @@ def makeService(options: Options) -> IService:
         _ListeningService(
             config.metrics, serverFromString(reactor, config.metrics), site
         ).setServiceParent(service)
+    listening = []
     for description in config.listen:
         endpoint, proxied = listenSpec(description)
-        _ListeningService(
+        listener = _ListeningService(
             description,
             serverFromString(reactor, endpoint),
             factory.proxied() if proxied else factory,
-        ).setServiceParent(service)
+        )
+        listener.setServiceParent(service)
+        listening.append((listener, proxied))
+    if options["workers"] > 1:
+        from ._workers import WorkerPool
+
+        pool = WorkerPool(
+            options["workers"] - 1,
+            options.arguments,
+            listening,
+            reactor,
+            config.shutdownGrace,
+        )
+        pool.setServiceParent(service)
+        demuxService.workers = pool
     return service
+
+
+def _withoutWorkers(arguments: list[str]) -> list[str]:
+    """
+    C{arguments} less any C{--workers}/C{-w} option.
+    """
+    kept: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument in ("--workers", "-w"):
+            skip = True
+        elif not argument.startswith(("--workers=", "-w")):
+            kept.append(argument)
+    return kept
 
 
 class _ListeningService(StreamServerEndpointService):
@@ -283,9 +355,16 @@ class _ListeningService(StreamServerEndpointService):
     def __init__(self, description: str, endpoint: Any, factory: Any) -> None:
         super().__init__(endpoint, factory)
         self.description = description
+        self.port: Any = None
 
     def privilegedStartService(self) -> None:
         try:
             super().privilegedStartService()
         except Exception as e:
             _fail(f"cannot listen on {self.description}: {e}")
+
+        def keep(port: Any) -> Any:
+            self.port = port
+            return port
+
+        self._waitingForPort.addCallback(keep)
