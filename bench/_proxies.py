@@ -222,16 +222,33 @@ def startHttpBackend(port: int, directory: Path) -> subprocess.Popen[bytes]:
     return process
 
 
+def snapshot(directory: Path, revision: str = "HEAD") -> Path:
+    """
+    Export the committed tree at C{revision} into C{directory}, so that the
+    demux being measured is one known commit and does not change under a run
+    when someone edits the working tree.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", revision],
+        cwd=ROOT, capture_output=True, check=True,
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    return directory
+
+
 def startProxy(
     name: str,
     port: int,
     backends: Backends,
     inspectDelay: float,
     directory: Path,
+    demuxRoot: Path = ROOT,
 ) -> Running:
     """
     Start proxy C{name} on C{port} relaying to C{backends}, and wait until it
     listens. C{"direct"} starts nothing: its "ports" are the backends'.
+    demux runs from C{demuxRoot}, a project tree.
     """
     if name == "direct":
         return Running(name, None, backends, directory)
@@ -246,7 +263,7 @@ def startProxy(
             "--pidfile", "",
             "demux", "--config", str(config),
         )
-        cwd = ROOT
+        cwd = demuxRoot
     elif name.startswith("haproxy"):
         config = directory / f"{name}.cfg"
         config.write_text(
