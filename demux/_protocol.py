@@ -116,7 +116,8 @@ class DemuxProtocol(Protocol):
         if not self.factory.claimSource(self):
             self._refuse(
                 "over max_connections_per_source "
-                f"({self.table.maxConnectionsPerSource})"
+                f"({self.table.maxConnectionsPerSource})",
+                "limit",
             )
             return b""
         rest = buffered[length:]
@@ -124,8 +125,8 @@ class DemuxProtocol(Protocol):
             self._consider(final=False, why="")
         return rest
 
-    def _refuse(self, reason: str) -> None:
-        self._dispatch(Decision(None, reason, "proxy header"), "")
+    def _refuse(self, reason: str, kind: str = "proxy header") -> None:
+        self._dispatch(Decision(None, reason, kind), "")
 
     def _timeUp(self) -> None:
         self._timer = None
