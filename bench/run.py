@@ -327,21 +327,31 @@ class Bench:
 
     def memory(self, rep: int, name: str) -> None:
         """
-        Memory per idle relayed connection and per undecided connection, on a
-        fresh proxy whose inspect delay outlasts the measurement.
+        Memory per idle relayed connection and per undecided connection, each
+        on a fresh proxy (memory freed by one test would otherwise be reused
+        by the next and hide its cost) whose inspect delay outlasts the test.
         """
-        count = min(self.settings.memoryConnections, MEMORY_CAP.get(name, 10**9))
-        proxy = startProxy(
-            name, freePort(), self.backends, 120, self.work / f"mem-{name}-{rep}",
-            self.demuxRoot,
-        )
+        for label, preamble in (("undecided", b""), ("relayed", MAGIC)):
+            proxy = startProxy(
+                name, freePort(), self.backends, 120,
+                self.work / f"mem-{name}-{label}-{rep}", self.demuxRoot,
+            )
+            try:
+                self._memory(rep, name, proxy, label, preamble)
+            finally:
+                proxy.stop()
+
+    def _memory(
+        self, rep: int, name: str, proxy: Running, label: str, preamble: bytes
+    ) -> None:
         pid = proxy.pid
         assert pid is not None
-        try:
-            timeToFirstByte(proxy.ports.magic, MAGIC, 50, budget=10)
+        count = min(self.settings.memoryConnections, MEMORY_CAP.get(name, 10**9))
+        timeToFirstByte(proxy.ports.magic, MAGIC, 50, budget=10)
+        time.sleep(0.3)
+        if preamble:
             # How many descriptors does a relayed connection cost this proxy?
             # It bounds how many fit under the open-files limit.
-            time.sleep(0.3)
             baseFds = procstat.openDescriptors(pid)
             probe = holdConnections(proxy.ports.magic, MAGIC, 20, budget=30)
             time.sleep(0.3)
@@ -359,51 +369,46 @@ class Bench:
                     log(f"    {name}: {fdsPer:.0f} descriptors per relayed connection;"
                         f" only {fit} fit under the open-files limit")
                     count = fit
-            for label, preamble in (("relayed", MAGIC), ("undecided", b"")):
-                time.sleep(0.5)
-                baseFds = procstat.openDescriptors(pid)
-                base = procstat.memory(pid)
-                perConnection = 2 if preamble else 1
+        time.sleep(0.5)
+        baseFds = procstat.openDescriptors(pid)
+        base = procstat.memory(pid)
+        perConnection = 2 if preamble else 1
 
-                def caughtUp(
-                    held: int, baseFds: int = baseFds, perConnection: int = perConnection
-                ) -> None:
-                    # Wait (briefly) until the proxy has accepted what we
-                    # opened, so the listen backlog never overflows.
-                    limit = time.monotonic() + 2
-                    while (
-                        procstat.openDescriptors(pid) < baseFds + held * perConnection
-                        and time.monotonic() < limit
-                    ):
-                        time.sleep(0.005)
+        def caughtUp(held: int) -> None:
+            # Wait (briefly) until the proxy has accepted what we opened, so
+            # the listen backlog never overflows.
+            limit = time.monotonic() + 2
+            while (
+                procstat.openDescriptors(pid) < baseFds + held * perConnection
+                and time.monotonic() < limit
+            ):
+                time.sleep(0.005)
 
-                try:
-                    held = holdConnections(
-                        proxy.ports.magic, preamble, count, budget=90,
-                        batch=100, afterBatch=caughtUp,
-                    )
-                except (OSError, TimeoutError) as e:
-                    # Record the failure and go on with the other proxies.
-                    self.skipped.append(f"{name} memory {label}: {e}")
-                    log(f"    {name:15} memory {label}: failed: {e}")
-                    continue
-                try:
-                    time.sleep(0.5)
-                    after = procstat.memory(pid)
-                    fds = procstat.openDescriptors(pid) - baseFds
-                finally:
-                    for sock in held:
-                        sock.close()
-                per = (after.pss - base.pss) / count
-                self.record(
-                    f"mem-{label}", name, rep, per, connections=count,
-                    rssPerConnection=(after.rss - base.rss) / count,
-                    processes=after.processes, descriptors=fds,
-                )
-                log(f"    {name:15} memory {label:9} {per:8.0f} B/conn"
-                    f" over {count} conns ({fds} fds, {after.processes} processes)")
+        try:
+            held = holdConnections(
+                proxy.ports.magic, preamble, count, budget=90,
+                batch=100, afterBatch=caughtUp,
+            )
+        except (OSError, TimeoutError) as e:
+            # Record the failure and go on with the other proxies.
+            self.skipped.append(f"{name} memory {label}: {e}")
+            log(f"    {name:15} memory {label}: failed: {e}")
+            return
+        try:
+            time.sleep(0.5)
+            after = procstat.memory(pid)
+            fds = procstat.openDescriptors(pid) - baseFds
         finally:
-            proxy.stop()
+            for sock in held:
+                sock.close()
+        per = (after.pss - base.pss) / count
+        self.record(
+            f"mem-{label}", name, rep, per, connections=count,
+            rssPerConnection=(after.rss - base.rss) / count,
+            processes=after.processes, descriptors=fds,
+        )
+        log(f"    {name:15} memory {label:9} {per:8.0f} B/conn"
+            f" over {count} conns ({fds} fds, {after.processes} processes)")
 
     # -- the run -----------------------------------------------------------
 
