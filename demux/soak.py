@@ -411,12 +411,17 @@ def runDemux(config: str, port: int) -> Iterator[RunningDemux]:
 class KindStats:
     """
     What happened to the connections of one kind.
+
+    @ivar late: clients that the soak itself, short of CPU, was too slow to
+        send their first bytes within the inspect delay; demux was right to
+        close them, so they are neither errors nor successes.
     """
 
     count: int = 0
     ok: int = 0
     errors: int = 0
     misroutes: int = 0
+    late: int = 0
     bytesChecked: int = 0
 
 
@@ -431,6 +436,8 @@ class SoakReport:
     concurrency: int = 0
     kinds: dict[str, KindStats] = field(default_factory=dict)
     errorSamples: list[str] = field(default_factory=list)
+    errorPeers: list[str] = field(default_factory=list)
+    errorLogs: dict[str, list[str]] = field(default_factory=dict)
     samples: list[dict[str, float]] = field(default_factory=list)
     pid: int | None = None
     logProblems: int | None = None
@@ -451,7 +458,18 @@ class SoakReport:
     def bytesChecked(self) -> int:
         return sum(k.bytesChecked for k in self.kinds.values())
 
-    def record(self, kind: str, outcome: str, checked: int, detail: str = "") -> None:
+    @property
+    def late(self) -> int:
+        return sum(k.late for k in self.kinds.values())
+
+    def record(
+        self,
+        kind: str,
+        outcome: str,
+        checked: int,
+        detail: str = "",
+        peer: str | None = None,
+    ) -> None:
         stats = self.kinds.setdefault(kind, KindStats())
         stats.count += 1
         stats.bytesChecked += checked
@@ -459,10 +477,25 @@ class SoakReport:
             stats.ok += 1
         elif outcome == "misroute":
             stats.misroutes += 1
+        elif outcome == "late":
+            stats.late += 1
         else:
             stats.errors += 1
         if outcome != "ok" and len(self.errorSamples) < 20:
-            self.errorSamples.append(f"{kind}: {outcome}: {detail}")
+            where = f" ({peer})" if peer else ""
+            self.errorSamples.append(f"{kind}{where}: {outcome}: {detail}")
+            if peer:
+                self.errorPeers.append(peer)
+
+    def attachLog(self, log: str) -> None:
+        """
+        Keep demux's log lines about each sampled failure's connection.
+        """
+        for peer in self.errorPeers:
+            mark = f" {peer} "
+            self.errorLogs[peer] = [
+                line for line in log.splitlines() if mark in line
+            ][:10]
 
     def asDict(self) -> dict[str, Any]:
         return {
@@ -474,7 +507,9 @@ class SoakReport:
             "misroutes": self.misroutes,
             "bytesChecked": self.bytesChecked,
             "kinds": {k: vars(v) for k, v in sorted(self.kinds.items())},
+            "late": self.late,
             "errorSamples": self.errorSamples,
+            "errorLogs": self.errorLogs,
             "pid": self.pid,
             "samples": self.samples,
             "logProblems": self.logProblems,
@@ -487,19 +522,24 @@ class SoakReport:
             f"connections: {self.connections} "
             f"({self.connections / max(self.duration, 1e-9):.1f}/s)",
             f"  {'kind':<14}{'count':>9}{'ok':>9}{'errors':>8}{'misroutes':>10}"
-            f"{'bytes checked':>15}",
+            f"{'late':>6}{'bytes checked':>15}",
         ]
         for name, k in sorted(self.kinds.items()):
             lines.append(
                 f"  {name:<14}{k.count:>9}{k.ok:>9}{k.errors:>8}{k.misroutes:>10}"
-                f"{k.bytesChecked:>15}"
+                f"{k.late:>6}{k.bytesChecked:>15}"
             )
         lines.append(
             f"errors: {self.errors}, misroutes: {self.misroutes}, "
             f"bytes checked: {self.bytesChecked} "
-            f"({self.bytesChecked / 2**20:.1f} MiB)"
+            f"({self.bytesChecked / 2**20:.1f} MiB); late (the soak's own "
+            f"clients too slow to send their first bytes in time): {self.late}"
         )
-        lines.extend(f"  {sample}" for sample in self.errorSamples)
+        for sample in self.errorSamples:
+            lines.append(f"  {sample}")
+            for peer, logLines in self.errorLogs.items():
+                if f"({peer})" in sample:
+                    lines.extend(f"      {line}" for line in logLines)
         if self.samples:
             rss = [s["rss"] for s in self.samples]
             fds = [s["fds"] for s in self.samples]
@@ -528,10 +568,11 @@ class _Outcome(Exception):
     How a connection ended when it was not as expected.
     """
 
-    def __init__(self, outcome: str, detail: str) -> None:
+    def __init__(self, outcome: str, detail: str, peer: str | None = None) -> None:
         super().__init__(detail)
         self.outcome = outcome
         self.detail = detail
+        self.peer = peer
 
 
 @dataclass(frozen=True)
@@ -589,13 +630,22 @@ def _payloadSize(rng: random.Random) -> int:
 
 
 async def _routed(
-    host: str, port: int, kind: _Kind, payload: bytes, timeout: float
+    host: str,
+    port: int,
+    kind: _Kind,
+    payload: bytes,
+    timeout: float,
+    inspectDelay: float,
 ) -> int:
     """
     Send C{kind}'s first bytes and C{payload}, half-close, and check that the
     answer is C{kind.route}'s tag and then exactly what was sent.
     """
+    started = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
+    local = writer.get_extra_info("sockname")
+    peer = f"{local[0]}:{local[1]}"
+    firstSent: list[float] = []
     try:
         async def send() -> None:
             first = kind.first
@@ -605,6 +655,7 @@ async def _routed(
                 await writer.drain()
                 if kind.pause and i + step < len(first):
                     await asyncio.sleep(kind.pause)
+            firstSent.append(time.monotonic() - started)
             for i in range(0, len(payload), 65536):
                 writer.write(payload[i : i + 65536])
                 await writer.drain()
@@ -615,12 +666,24 @@ async def _routed(
             async with asyncio.timeout(timeout):
                 line = await reader.readline()
                 if not line:
-                    raise _Outcome("error", "closed before any answer")
+                    took = firstSent[0] if firstSent else time.monotonic() - started
+                    if took >= inspectDelay:
+                        raise _Outcome(
+                            "late",
+                            f"the soak took {took:.2f}s to send the first bytes",
+                            peer,
+                        )
+                    raise _Outcome(
+                        "error",
+                        f"closed before any answer (first bytes sent in "
+                        f"{took:.3f}s)",
+                        peer,
+                    )
                 if not line.startswith(b"TAG:") or not line.endswith(b"\n"):
-                    raise _Outcome("error", f"not a tag: {line[:40]!r}")
+                    raise _Outcome("error", f"not a tag: {line[:40]!r}", peer)
                 tag = line[4:-1].decode(errors="replace")
                 if tag != kind.route:
-                    raise _Outcome("misroute", f"landed on {tag!r}")
+                    raise _Outcome("misroute", f"landed on {tag!r}", peer)
                 expected = memoryview(kind.first + payload)
                 offset = 0
                 while data := await reader.read(1 << 18):
@@ -629,11 +692,14 @@ async def _routed(
                             "error",
                             f"echo differs at byte {offset} "
                             f"(of {len(expected)}; got {len(data)} more)",
+                            peer,
                         )
                     offset += len(data)
                 if offset != len(expected):
                     raise _Outcome(
-                        "error", f"closed after {offset} of {len(expected)} bytes"
+                        "error",
+                        f"closed after {offset} of {len(expected)} bytes",
+                        peer,
                     )
                 await sender
                 return offset
@@ -653,6 +719,8 @@ async def _refused(
     """
     started = time.monotonic()
     reader, writer = await asyncio.open_connection(host, port)
+    local = writer.get_extra_info("sockname")
+    peer = f"{local[0]}:{local[1]}"
     try:
         async def send() -> None:
             for i, b in enumerate(kind.first):
@@ -674,7 +742,7 @@ async def _refused(
             sender.cancel()
         elapsed = time.monotonic() - started
         if data:
-            raise _Outcome("misroute", f"was answered: {data[:40]!r}")
+            raise _Outcome("misroute", f"was answered: {data[:40]!r}", peer)
         if kind.undecided and not (
             inspectDelay - 0.05 <= elapsed <= inspectDelay + 3.0
         ):
@@ -682,6 +750,7 @@ async def _refused(
                 "error",
                 f"closed after {elapsed:.2f}s, not at the inspect delay "
                 f"({inspectDelay:g}s)",
+                peer,
             )
         return 0
     finally:
@@ -707,10 +776,10 @@ async def _client(
                 )
             else:
                 payload = rng.randbytes(_payloadSize(rng))
-                checked = await _routed(host, port, kind, payload, 30)
+                checked = await _routed(host, port, kind, payload, 30, inspectDelay)
             report.record(kind.name, "ok", checked)
         except _Outcome as e:
-            report.record(kind.name, e.outcome, 0, e.detail)
+            report.record(kind.name, e.outcome, 0, e.detail, e.peer)
         except TimeoutError:
             report.record(kind.name, "error", 0, "timed out")
         except OSError as e:
@@ -808,7 +877,9 @@ async def _selfContainedMixed(args: argparse.Namespace) -> SoakReport:
                 "127.0.0.1", port, args.duration, args.concurrency,
                 args.inspect_delay, demux.pid, args.sample_interval, args.seed,
             )
-            report.logProblems = _logProblems(demux.log())
+            log = demux.log()
+            report.logProblems = _logProblems(log)
+            report.attachLog(log)
         return report
     finally:
         for server in servers.values():
