@@ -43,6 +43,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 DEFAULT_LINGER = 30.0
+# A read this large means bulk data: time to move to the splice relay.
+UPGRADE_AT = 32 * 1024
 
 
 @implementer(IHalfCloseableProtocol)
@@ -69,8 +71,11 @@ class _RelayEnd(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
-        self.session.idle = False
+        session = self.session
+        session.idle = False
         self.other.transport.write(data)  # type: ignore[union-attr]
+        if len(data) >= UPGRADE_AT and session.mayUpgrade:
+            session.upgrade()
 
     def readConnectionLost(self) -> None:
         if self.readClosed:
@@ -133,6 +138,7 @@ class _ClientEnd(_RelayEnd):
         self.started = self.reactor.seconds()
         self.backendError: str | None = None
         self.idle = False
+        self.mayUpgrade = False
         self.fastPath: _splice.SpliceRelay | None = None
         self._connecting: Deferred[Any] | None = None
         self._timers: list[IDelayedCall] = []
@@ -226,16 +232,7 @@ class _ClientEnd(_RelayEnd):
             self._idleTimer = self.reactor.callLater(
                 self.target.idleTimeout, self._checkIdle
             )
-        if (
-            self.target.splice
-            and _splice.available()
-            and len(first) <= _splice.PIPE_SIZE
-            and _splice.eligible(self.transport)
-            and _splice.eligible(backend.transport)
-        ):
-            self.fastPath = _splice.SpliceRelay(self, backend, first)
-            self.fastPath.start()
-            return
+        self.mayUpgrade = self.target.splice and _splice.available()
         if first:
             backend.transport.write(first)
         # Each transport is the other's producer: a slow reader on one side
@@ -248,6 +245,39 @@ class _ClientEnd(_RelayEnd):
             backend.transport.loseWriteConnection()
         else:
             self.transport.resumeProducing()
+
+    def upgrade(self) -> None:
+        """
+        Move a connection that carries bulk data to the splice relay.
+
+        Connections start on the ordinary relay, which costs least for a
+        short exchange; one that reads a large chunk is moved, with whatever
+        the ordinary relay had not sent yet going first through the pipes.
+        """
+        backend = self.other
+        if (
+            backend is None
+            or self.fastPath is not None
+            or not _splice.upgradable(self.transport)
+            or not _splice.upgradable(backend.transport)
+        ):
+            return
+        try:
+            relay = _splice.SpliceRelay(
+                self,
+                backend,
+                up=_splice.pending(backend.transport),
+                down=_splice.pending(self.transport),
+            )
+        except _splice.NoRoom:
+            return
+        self.mayUpgrade = False
+        _splice.takePending(backend.transport)
+        _splice.takePending(self.transport)
+        self.transport.unregisterProducer()
+        backend.transport.unregisterProducer()
+        self.fastPath = relay
+        relay.start()
 
     def _checkIdle(self) -> None:
         """

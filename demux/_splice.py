@@ -57,6 +57,46 @@ def eligible(transport: Any) -> bool:
     )
 
 
+def pending(transport: Any) -> bytes:
+    """
+    What C{transport} was given to write and has not sent yet.
+    """
+    return bytes(transport.dataBuffer[transport.offset :]) + b"".join(
+        transport._tempDataBuffer
+    )
+
+
+def takePending(transport: Any) -> bytes:
+    """
+    Take what C{transport} has not sent yet out of its buffer, to be sent
+    through a pipe instead, in the same order.
+    """
+    data = pending(transport)
+    transport.dataBuffer = b""
+    transport.offset = 0
+    transport._tempDataBuffer = []
+    transport._tempDataLen = 0
+    return data
+
+
+def upgradable(transport: Any) -> bool:
+    """
+    Whether a relayed connection's transport can be handed to the splice
+    relay now: a plain socket, open both ways, with no more unsent than a
+    pipe holds.
+    """
+    return bool(
+        isinstance(transport, tcp.Connection)
+        and not getattr(transport, "TLS", False)
+        and transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and not transport._writeDisconnected
+        and len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+        <= PIPE_SIZE // 2
+    )
+
+
 class PipePool:
     """
     Pipes kept for reuse: making two pipes per connection costs more
@@ -98,17 +138,22 @@ class _Flow:
         self.source = source
         self.sink = sink
         self.counter = counter
-        self.pipe = POOL.take()
+        # A pipe is held only while bytes are in flight, so an idle relayed
+        # connection costs its two sockets and nothing more.
+        self.pipe: tuple[int, int] | None = None
         self.inPipe = 0
         self.eof = False
         self.done = False
 
     def preload(self, data: bytes) -> None:
         """
-        Put bytes already read (the peek) in front of everything else.
+        Put bytes already read (the peek, or what the ordinary relay had
+        not sent yet) in front of everything else.
         """
+        if data and self.pipe is None:
+            self.pipe = POOL.take()
         while data:
-            n = os.write(self.pipe[1], data)
+            n = os.write(self.pipe[1], data)  # type: ignore[index]
             self.inPipe += n
             data = data[n:]
 
@@ -119,7 +164,12 @@ class _Flow:
         for _ in range(_MOVES_PER_EVENT):
             if self.inPipe:
                 try:
-                    n = os.splice(self.pipe[0], self.sink.fd, self.inPipe, flags=_FLAGS)
+                    n = os.splice(
+                        self.pipe[0],  # type: ignore[index]
+                        self.sink.fd,
+                        self.inPipe,
+                        flags=_FLAGS,
+                    )
                 except BlockingIOError:
                     # The sink is full: stop reading the source until it
                     # drains.
@@ -136,12 +186,16 @@ class _Flow:
                     pass
                 self.done = True
                 self.source.wantRead(False)
+                self.release()
                 self.source.relay.flowDone()
                 return
+            if self.pipe is None:
+                self.pipe = POOL.take()
             try:
                 n = os.splice(self.source.fd, self.pipe[1], PIPE_SIZE, flags=_FLAGS)
             except BlockingIOError:
                 self.source.wantRead(True)
+                self.release()
                 return
             if n == 0:
                 self.eof = True
@@ -155,7 +209,12 @@ class _Flow:
         self.sink.wantWrite(bool(self.inPipe))
 
     def release(self) -> None:
-        POOL.give(self.pipe, empty=self.inPipe == 0)
+        """
+        Give the pipe back; an empty one goes back to the pool.
+        """
+        if self.pipe is not None:
+            POOL.give(self.pipe, empty=self.inPipe == 0)
+            self.pipe = None
 
 
 class _Watcher:
@@ -213,17 +272,65 @@ class _Watcher:
         self.relay.run(self.incoming)
 
 
+class NoRoom(Exception):
+    """
+    What must be sent first does not fit in a pipe: keep the ordinary relay.
+    """
+
+
+_F_GETPIPE_SZ = 1032
+
+
+def _pipeFor(data: bytes) -> tuple[int, int] | None:
+    """
+    A pipe that can hold C{data} at once, or L{None} if there is nothing to
+    hold.
+
+    @raise NoRoom: if the pipe would be too small (pipes shrink to one page
+        once a user holds too many).
+    """
+    if not data:
+        return None
+    pipe = POOL.take()
+    try:
+        capacity = fcntl.fcntl(pipe[1], _F_GETPIPE_SZ)
+    except OSError:
+        capacity = 4096
+    if len(data) > capacity:
+        POOL.give(pipe, empty=True)
+        raise NoRoom()
+    return pipe
+
+
 class SpliceRelay:
     """
     Drives a decided connection's two sockets with C{splice(2)} until both
     directions are done.
     """
 
-    def __init__(self, session: _ClientEnd, backend: _RelayEnd, first: bytes) -> None:
+    def __init__(
+        self,
+        session: _ClientEnd,
+        backend: _RelayEnd,
+        up: bytes = b"",
+        down: bytes = b"",
+    ) -> None:
+        """
+        @param up: bytes for the backend that must go before anything else
+            (the peek, or what the ordinary relay had not sent yet).
+        @param down: likewise for the client.
+        @raise NoRoom: if those do not fit in a pipe; nothing was changed.
+        """
         self.session = session
         self.reactor: Any = session.reactor
-        # Nothing is buffered in Twisted's transports (see L{eligible}); the
-        # relay drives their sockets until it gives them back.
+        upPipe = _pipeFor(up)
+        try:
+            downPipe = _pipeFor(down)
+        except NoRoom:
+            if upPipe is not None:
+                POOL.give(upPipe, empty=True)
+            raise
+        # The relay drives the sockets until it gives them back.
         client = _Watcher(self, session.transport)
         server = _Watcher(self, backend.transport)
         self.watchers = (client, server)
@@ -232,10 +339,13 @@ class SpliceRelay:
         client.outgoing = server.incoming = self.up
         server.outgoing = client.incoming = self.down
         self.finished = False
-        if first:
-            self.up.preload(first)
+        self.up.pipe, self.down.pipe = upPipe, downPipe
+        self.up.preload(up)
+        self.down.preload(down)
         if session.readClosed:
             self.up.eof = True
+        if backend.readClosed:
+            self.down.eof = True
 
     def start(self) -> None:
         self.run(self.up)
