@@ -876,7 +876,9 @@ def test_tenThousandFaultyConnections(
     """
     demux, backends = faulty
     pid = demux.process.pid
-    warmup = asyncio.run(_faultyRun(demux.port, 600, 50, 60))
+    # Warm up to the high-water mark: the never-read connections pile up
+    # (over a thousand at once) until the idle timeout closes them.
+    warmup = asyncio.run(_faultyRun(demux.port, 3000, 50, 60))
     time.sleep(4.5)  # the idle timeout closes the never-read ones
     backends.releaseHeld()
     socketsBefore = settled(lambda: sockets(pid))
