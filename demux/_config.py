@@ -56,6 +56,7 @@ _TOP_KEYS = {
     "max_undecided",
     "shutdown_grace",
     "metrics",
+    "log_connections",
     "routes",
 }
 _ROUTE_KEYS = {
@@ -372,6 +373,11 @@ def configFromDict(
             perSource = _count(
                 data["max_connections_per_source"], "max_connections_per_source"
             )
+        logConnections = data.get("log_connections", True)
+        if not isinstance(logConnections, bool):
+            raise ConfigError(
+                f"must be true or false, not {logConnections!r}", "log_connections"
+            )
         maxUndecided = None
         if "max_undecided" in data:
             maxUndecided = _count(data["max_undecided"], "max_undecided")
@@ -437,6 +443,7 @@ def configFromDict(
             maxConnections=maxConnections,
             maxConnectionsPerSource=perSource,
             maxUndecided=maxUndecided,
+            logConnections=logConnections,
         )
     except ConfigError as e:
         raise e.at(source) from None

@@ -134,6 +134,7 @@ class _ClientEnd(_RelayEnd):
         self.reactor = connection.clock
         self.peer = connection.peer
         self.routeName = connection.route
+        self.logConnections = connection.logConnections
         self.bytesIn = len(peeked)
         self.started = self.reactor.seconds()
         self.backendError: str | None = None
@@ -340,17 +341,21 @@ class _ClientEnd(_RelayEnd):
         backendBytes = self.other.bytesIn if self.other is not None else 0
         duration = self.reactor.seconds() - self.started
         self.observer.closed(self.routeName, self.bytesIn, backendBytes, duration)
+        if not self.logConnections:
+            return
+        how = " (spliced)" if self.fastPath is not None else ""
+        peer = _peerText(self.peer)
         log.info(
-            "{peer} route={route} closed: {bytesUp} bytes up, {bytesDown} "
-            "bytes down, {duration:.3f}s{how}",
-            peer=_peerText(self.peer),
+            "{text}",
+            text=f"{peer} route={self.routeName} closed: {self.bytesIn} bytes up, "
+            f"{backendBytes} bytes down, {duration:.3f}s{how}",
+            peer=peer,
             route=self.routeName,
             bytesUp=self.bytesIn,
             bytesDown=backendBytes,
             duration=duration,
             backendError=self.backendError,
             spliced=self.fastPath is not None,
-            how=" (spliced)" if self.fastPath is not None else "",
         )
 
 

@@ -123,6 +123,8 @@ class RouteTable:
     @ivar maxUndecided: the most connections waiting for a decision at once,
         so that clients that send slowly or nothing cannot crowd out the
         rest.  L{None}: no cap beyond C{maxConnections}.
+    @ivar logConnections: whether to log each routed connection (its
+        decision and its end); refusals and errors are always logged.
     """
 
     routes: tuple[Route, ...] = field(converter=_routeTuple, validator=_checkRoutes)
@@ -132,6 +134,7 @@ class RouteTable:
     maxConnections: int | None = None
     maxConnectionsPerSource: int | None = None
     maxUndecided: int | None = None
+    logConnections: bool = True
 
     def __attrs_post_init__(self) -> None:
         if self.inspectDelay <= 0:
@@ -166,6 +169,7 @@ class ConnectionInfo:
     @ivar host: the address the client connected to, likewise.
     @ivar route: the name of the route the connection took.
     @ivar observer: told what happens to the connection (metrics).
+    @ivar logConnections: whether to log a line when the connection ends.
     """
 
     clock: IReactorTime
@@ -173,6 +177,7 @@ class ConnectionInfo:
     host: IAddress | None
     route: str
     observer: IConnectionObserver = field(factory=NullObserver)
+    logConnections: bool = True
 
 
 @frozen

@@ -298,3 +298,20 @@ class ProtocolTests(SynchronousTestCase):
         new.makeConnection(HalfCloseTransport())
         new.dataReceived(b"SSH-2.0-x\r\n")
         self.assertEqual(len(self.other.protocols), 1)
+
+    def test_quietTable(self) -> None:
+        """
+        With C{logConnections} off, routed connections are not logged, but
+        refusals still are.
+        """
+        table = RouteTable(
+            [route("ssh", startsWith(b"SSH-"), self.ssh)], logConnections=False
+        )
+        protocol, transport = self.connect(table)
+        protocol.dataReceived(b"SSH-2.0-x\r\n")
+        self.assertEqual(len(self.ssh.protocols), 1)
+        self.assertEqual(self.decisions(), [])
+        protocol, transport = self.connect(table)
+        protocol.dataReceived(b"junk")
+        [event] = self.decisions()
+        self.assertIsNone(event["route"])

@@ -78,3 +78,13 @@ class LimitKeysTests(SynchronousTestCase):
         ]:
             e = self.assertRaises(ConfigError, config, reactor, "x", **{key: value})
             self.assertIn(key, str(e))
+
+
+class LogConnectionsTests(SynchronousTestCase):
+    def test_key(self) -> None:
+        reactor = MemoryReactorClock()
+        self.assertTrue(config(reactor, "x").table.logConnections)  # type: ignore[attr-defined]
+        quiet = config(reactor, "x", log_connections=False)
+        self.assertFalse(quiet.table.logConnections)  # type: ignore[attr-defined]
+        e = self.assertRaises(ConfigError, config, reactor, "x", log_connections="no")
+        self.assertIn("log_connections", str(e))
