@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import struct
-from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -22,8 +21,7 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from demux._errors import MatcherConfigError
-from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory
+from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcherFactory
 from demux._peek import Peek
 from demux._plugins import matcherFactories
 from demux.matchers import (
@@ -48,8 +46,9 @@ from demux.matchers._socks import parseGreeting, socksFactory
 from demux.matchers._syslog import parsePriority, syslogFactory
 from demux.testing import assertConsistent, verdictOf
 
-CORPUS = Path(__file__).parent / "corpus"
-FILES = {path.name: path.read_bytes() for path in sorted(CORPUS.glob("*.bin"))}
+from . import _corpus
+from ._corpus import CORPUS, FILES
+
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
 
 OPENVPN = {
@@ -96,31 +95,10 @@ decides.
 """
 
 
-class MatcherTestCase(SynchronousTestCase):
+class MatcherTestCase(_corpus.MatcherTestCase):
     """
-    Helpers to check a matcher against the corpus and its configuration.
+    The corpus checks, and the descriptions C{expected.json} records.
     """
-
-    def assertCorpus(self, factory: object, options: object, matches: set[str]) -> None:
-        """
-        Built from C{options}, the matcher gives the same verdict however
-        each corpus file is cut: L{MATCH} for the files in C{matches},
-        L{NO_MATCH} for every other capture, ours or not.
-        """
-        self.assertTrue(matches <= FILES.keys(), matches - FILES.keys())
-        matcher = factory.build(options)  # type: ignore[attr-defined]
-        verifyObject(IMatcher, matcher)
-        for name, data in FILES.items():
-            expected = MATCH if name in matches else NO_MATCH
-            self.assertIs(assertConsistent(matcher, data), expected, name)
-
-    def assertBuildFails(self, factory: object, options: object, words: str) -> None:
-        """
-        Building from C{options} fails with a message containing C{words}.
-        """
-        with self.assertRaises(MatcherConfigError) as caught:
-            factory.build(options)  # type: ignore[attr-defined]
-        self.assertIn(words, str(caught.exception))
 
     def assertDescribed(self, factory: object, options: object) -> None:
         """

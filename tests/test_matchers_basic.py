@@ -5,15 +5,13 @@ Tests for the C{prefix}, C{http}, C{http2}, C{ssh} and C{regex} matchers.
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from demux._errors import MatcherConfigError
-from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory
+from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcherFactory
 from demux._peek import Peek
 from demux._plugins import matcherFactories
 from demux.matchers._http import H2_PREFACE, http2Factory, httpFactory
@@ -22,7 +20,8 @@ from demux.matchers._regex import regexFactory
 from demux.matchers._ssh import parseIdentification, sshFactory
 from demux.testing import assertConsistent
 
-CORPUS = Path(__file__).parent / "corpus"
+from ._corpus import CORPUS, MatcherTestCase
+
 # The first flights these matchers were written against; every matcher meets
 # every corpus file, later captures included, in test_crosscheck.
 ORIGINAL = {
@@ -41,31 +40,18 @@ TLS = {name for name in FILES if name not in ("plain-http11.bin", "ssh-banner.bi
 RELAY = bytes.fromhex("9e79bc40") + b"\x00\x00\x00\x02\x00\x00\x00\x00"
 
 
-class CorpusMixin(SynchronousTestCase):
+class CorpusMixin(MatcherTestCase):
     """
-    Helpers to check a matcher against the corpus.
+    The corpus checks, over the first flights these matchers were written
+    against.
     """
 
-    def assertCorpus(self, options: object, factory: object, matches: set[str]) -> None:
-        """
-        Built from C{options}, the matcher gives the same verdict however
-        each corpus file is cut: L{MATCH} for the files in C{matches},
-        L{NO_MATCH} for the others.
-        """
-        matcher = factory.build(options)  # type: ignore[attr-defined]
-        verifyObject(IMatcher, matcher)
-        for name, data in FILES.items():
-            expected = MATCH if name in matches else NO_MATCH
-            self.assertIs(assertConsistent(matcher, data), expected, name)
+    files = FILES
 
-    def assertBuildFails(self, factory: object, options: object, words: str) -> None:
-        """
-        Building from C{options} fails with a message containing C{words}.
-        """
-        with self.assertRaises(MatcherConfigError) as caught:
-            factory.build(options)  # type: ignore[attr-defined]
-        self.assertIn(words, str(caught.exception))
-
+    def assertCorpus(  # type: ignore[override]
+        self, options: object, factory: object, matches: set[str]
+    ) -> None:
+        MatcherTestCase.assertCorpus(self, factory, options, matches)
 
 class RegistrationTests(SynchronousTestCase):
     """
