@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.error import ConnectionDone, TimeoutError
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionDone, TimeoutError, UserError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -25,7 +27,7 @@ from twisted.internet.interfaces import (
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -142,6 +144,7 @@ class _ClientEnd(_RelayEnd):
         self.mayUpgrade = False
         self.fastPath: _splice.SpliceRelay | None = None
         self._connecting: Deferred[Any] | None = None
+        self._connector: Any = None
         self._timers: list[IDelayedCall] = []
         self._idleTimer: IDelayedCall | None = None
         self._ended = False
@@ -171,25 +174,29 @@ class _ClientEnd(_RelayEnd):
         self._tried.append(backend)
         self.backend = backend
         self.dialStarted = self.reactor.seconds()
-        d = backend.endpoint.connect(_BackendFactory(self))
+        endpoint = backend.endpoint
+        if type(endpoint) is TCP4ClientEndpoint:
+            # The common case, without the endpoint's wrapping protocol and
+            # Deferreds: a connection costs less, and so does every read.
+            self._connector = endpoint._reactor.connectTCP(
+                endpoint._host,
+                endpoint._port,
+                _DirectFactory(self),
+                timeout=self.target.connectTimeout,
+                bindAddress=endpoint._bindAddress,
+            )
+            return
+        d = endpoint.connect(_BackendFactory(self))
         d.addTimeout(self.target.connectTimeout, self.reactor)
         self._connecting = d
-        d.addCallbacks(self._connected, self._failed)
-
-    def _connected(self, backend: _BackendEnd) -> None:
-        self._connecting = None
-        self.target.markUp(self.backend)
-        self.observer.backendConnected(
-            self.routeName,
-            self.backend.description,
-            self.reactor.seconds() - self.dialStarted,
-        )
+        d.addErrback(self._failed)
 
     def _failed(self, reason: Failure) -> None:
         self._connecting = None
+        self._connector = None
         if self.lost:
             return
-        if reason.check(TimeoutError, CancelledError):
+        if reason.check(TimeoutError, CancelledError, DeferredTimeoutError):
             why = f"no connection within {self.target.connectTimeout:g}s"
         else:
             why = reason.getErrorMessage()
@@ -215,6 +222,13 @@ class _ClientEnd(_RelayEnd):
         # Connected: the attempt's Deferred fires once this returns, and is
         # no longer something to cancel.
         self._connecting = None
+        self._connector = None
+        self.target.markUp(self.backend)
+        self.observer.backendConnected(
+            self.routeName,
+            self.backend.description,
+            self.reactor.seconds() - self.dialStarted,
+        )
         if self.lost:
             backend.transport.loseConnection()
             return
@@ -333,6 +347,8 @@ class _ClientEnd(_RelayEnd):
         self._ended = True
         if self._connecting is not None:
             self._connecting.cancel()
+        if self._connector is not None and self._connector.state == "connecting":
+            self._connector.stopConnecting()
         if self.fastPath is not None:
             self.fastPath.detach()
         for timer in [*self._timers, self._idleTimer]:
@@ -387,6 +403,24 @@ class _BackendEnd(_RelayEnd):
                 why=session.backendError,
             )
         _RelayEnd.connectionLost(self, reason)
+
+
+class _DirectFactory(ClientFactory):
+    """
+    Connects a backend end to its session with C{connectTCP} directly.
+    """
+
+    noisy = False
+
+    def __init__(self, client: _ClientEnd) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: IAddress | None) -> _BackendEnd:
+        return _BackendEnd(self.client)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        if not reason.check(UserError):
+            self.client._failed(reason)
 
 
 @implementer(IProtocolFactory)
