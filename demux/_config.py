@@ -43,6 +43,7 @@ from ._routes import (
     SourceFilter,
     matcherFor,
 )
+from ._splice import POOL_KEEP
 
 _TOP_KEYS = {
     "listen",
@@ -89,10 +90,12 @@ def defaultMaxConnections() -> int:
     """
     As many connections as the open-file limit allows, two descriptors each
     (the client's and the backend's), less a margin for listening sockets,
-    logs and the like: the cap HAProxy derives the same way.
+    logs, the idle pipes the splice relay keeps and the like: the cap HAProxy
+    derives the same way.  (A spliced connection holds pipes only while bytes
+    are in flight, and waits for one rather than fail when none can be had.)
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(1, (soft - 64) // 2)
+    return max(1, (soft - 64 - 2 * POOL_KEEP) // 2)
 
 
 @frozen

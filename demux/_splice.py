@@ -97,13 +97,19 @@ def upgradable(transport: Any) -> bool:
     )
 
 
+# Seconds to wait for a pipe when the process is out of descriptors.
+PIPE_RETRY = 0.05
+# Idle pipes kept for reuse (two descriptors each).
+POOL_KEEP = 64
+
+
 class PipePool:
     """
     Pipes kept for reuse: making two pipes per connection costs more
     connection set-up than the relay saves on a short connection.
     """
 
-    def __init__(self, keep: int = 256) -> None:
+    def __init__(self, keep: int = POOL_KEEP) -> None:
         self.keep = keep
         self._idle: list[tuple[int, int]] = []
 
@@ -190,7 +196,14 @@ class _Flow:
                 self.source.relay.flowDone()
                 return
             if self.pipe is None:
-                self.pipe = POOL.take()
+                try:
+                    self.pipe = POOL.take()
+                except OSError:
+                    # Out of descriptors for a pipe: wait, without reading,
+                    # rather than fail a connection that was routed.
+                    self.source.wantRead(False)
+                    self.source.relay.retryLater(self)
+                    return
             try:
                 n = os.splice(self.source.fd, self.pipe[1], PIPE_SIZE, flags=_FLAGS)
             except BlockingIOError:
@@ -291,7 +304,11 @@ def _pipeFor(data: bytes) -> tuple[int, int] | None:
     """
     if not data:
         return None
-    pipe = POOL.take()
+    try:
+        pipe = POOL.take()
+    except OSError:
+        # Out of descriptors: stay on the ordinary relay.
+        raise NoRoom() from None
     try:
         capacity = fcntl.fcntl(pipe[1], _F_GETPIPE_SZ)
     except OSError:
@@ -339,6 +356,7 @@ class SpliceRelay:
         client.outgoing = server.incoming = self.up
         server.outgoing = client.incoming = self.down
         self.finished = False
+        self._retry: Any = None
         self.up.pipe, self.down.pipe = upPipe, downPipe
         self.up.preload(up)
         self.down.preload(down)
@@ -346,6 +364,18 @@ class SpliceRelay:
             self.up.eof = True
         if backend.readClosed:
             self.down.eof = True
+
+    def retryLater(self, flow: _Flow) -> None:
+        """
+        Try C{flow} again shortly, once a pipe may be free.
+        """
+        if self._retry is None or not self._retry.active():
+            self._retry = self.reactor.callLater(PIPE_RETRY, self._retryFlows)
+
+    def _retryFlows(self) -> None:
+        self._retry = None
+        self.run(self.up)
+        self.run(self.down)
 
     def start(self) -> None:
         self.run(self.up)
@@ -398,6 +428,8 @@ class SpliceRelay:
         if self.finished:
             return
         self.finished = True
+        if self._retry is not None and self._retry.active():
+            self._retry.cancel()
         for w in self.watchers:
             w.release()
         self.up.release()

@@ -999,8 +999,9 @@ backend = "tcp:127.0.0.1:{tags.port}"
         assert routedAfter == b"TAG:fd\n"
         assert demux.process.poll() is None
         if maxConnections is None:
-            assert "refused: over max_connections (96)" in log
-            assert routedCount == (256 - 64) // 2
+            # The default cap: (limit - 64 spare - 128 for pooled pipes) / 2.
+            assert "refused: over max_connections (32)" in log
+            assert routedCount == (256 - 64 - 128) // 2
         else:
             assert 20 < routedCount < 128
             assert "EMFILE" in log or "Too many open files" in log

@@ -54,7 +54,7 @@ class LimitKeysTests(SynchronousTestCase):
         reactor = MemoryReactorClock()
         c = config(reactor, "x")
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        self.assertEqual(c.table.maxConnections, max(1, (soft - 64) // 2))  # type: ignore[attr-defined]
+        self.assertEqual(c.table.maxConnections, max(1, (soft - 64 - 128) // 2))  # type: ignore[attr-defined]
         self.assertIsNone(c.table.maxConnectionsPerSource)  # type: ignore[attr-defined]
         self.assertEqual(c.shutdownGrace, 10)  # type: ignore[attr-defined]
 
