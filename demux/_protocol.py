@@ -139,7 +139,17 @@ class DemuxProtocol(Protocol):
             if final:
                 self._refuse(f"{why}; no complete PROXY protocol header")
             return
-        decision = decide(self.table, self.peek, final, self.sourceIP)
+        failures: list[tuple[str, Exception]] = []
+        decision = decide(self.table, self.peek, final, self.sourceIP, failures)
+        for name, error in failures:
+            log.debug(
+                "{peer} route={route}: its matcher failed on {peeked} bytes "
+                "({error!r}); counted as no match",
+                peer=_peerText(self.peer),
+                route=name,
+                peeked=len(self.peek),
+                error=error,
+            )
         if decision is not None:
             self._dispatch(decision, why)
 

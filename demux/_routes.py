@@ -201,6 +201,7 @@ def decide(
     peek: Peek,
     final: bool,
     source: IPAddress | None = None,
+    failures: list[tuple[str, Exception]] | None = None,
 ) -> Decision | None:
     """
     Decide a connection's route from its first bytes, or say it is too soon.
@@ -218,9 +219,20 @@ def decide(
     for route in table.routes:
         if route.sources is not None and not route.sources.admits(source):
             continue
-        verdict = route.matcher.match(peek)
+        try:
+            verdict = route.matcher.match(peek)
+        except Exception as e:
+            if failures is not None:
+                failures.append((route.name, e))
+            continue
         if verdict is MATCH:
-            return Decision(route, route.matcher.describe(peek))
+            try:
+                reason = route.matcher.describe(peek)
+            except Exception as e:
+                if failures is not None:
+                    failures.append((route.name, e))
+                reason = "matched"
+            return Decision(route, reason)
         if verdict is NEED_MORE:
             if not final:
                 return None

@@ -315,3 +315,35 @@ class ProtocolTests(SynchronousTestCase):
         protocol.dataReceived(b"junk")
         [event] = self.decisions()
         self.assertIsNone(event["route"])
+
+
+class BrokenMatcherTests(SynchronousTestCase):
+    """
+    A matcher that raises (a plugin's bug) counts as no match and is logged;
+    it takes down neither the connection nor the reactor.
+    """
+
+    def test_brokenMatcherCountsAsNo(self) -> None:
+        def explode(data: bytes) -> object:
+            raise ValueError("bug in a plugin")
+
+        good = RecordingFactory()
+        table = RouteTable(
+            [
+                route("broken", ScriptedMatcher(0, judge=explode), RecordingFactory()),  # type: ignore[arg-type]
+                route("good", startsWith(b"X"), good),
+            ]
+        )
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol = DemuxFactory(table, MemoryReactorClock()).buildProtocol(None)
+        assert protocol is not None
+        protocol.makeConnection(HalfCloseTransport())
+        protocol.dataReceived(b"X")
+        self.assertEqual(len(good.protocols), 1)
+        failures = [e for e in events if "error" in e]
+        self.assertTrue(failures)
+        for failure in failures:
+            self.assertEqual(failure["route"], "broken")
+            self.assertIsInstance(failure["error"], ValueError)
