@@ -594,8 +594,10 @@ class _LocalEnd(Protocol):
         self.transport = transport
         self.connection = connection
         self.started = connection.clock.seconds()
+        self.bytesIn = 0
 
     def dataReceived(self, data: bytes) -> None:
+        self.bytesIn += len(data)
         self.protocol.dataReceived(data)
 
     def readConnectionLost(self) -> None:
@@ -613,7 +615,21 @@ class _LocalEnd(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.protocol.connectionLost(reason)
         c = self.connection
-        c.observer.closed(c.route, 0, 0, c.clock.seconds() - self.started)
+        duration = c.clock.seconds() - self.started
+        c.observer.closed(c.route, self.bytesIn, 0, duration)
+        if c.logConnections:
+            # What the in-process protocol wrote is its own business: only
+            # the bytes that reached it are counted.
+            peer = _peerText(c.peer)
+            log.info(
+                "{text}",
+                text=f"{peer} route={c.route} closed: {self.bytesIn} bytes up, "
+                f"{duration:.3f}s (in-process)",
+                peer=peer,
+                route=c.route,
+                bytesUp=self.bytesIn,
+                duration=duration,
+            )
 
 
 @implementer(ITarget)
@@ -645,4 +661,6 @@ class LocalTarget:
         protocol.makeConnection(transport)
         if peeked:
             protocol.dataReceived(peeked)
-        return _LocalEnd(protocol, transport, connection)  # type: ignore[arg-type]
+        end = _LocalEnd(protocol, transport, connection)  # type: ignore[arg-type]
+        end.bytesIn = len(peeked)
+        return end
