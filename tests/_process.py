@@ -90,6 +90,8 @@ def runDemux(
     port: int | None = None,
     waitFor: int | None = -1,
     python: str | None = None,
+    twistdOptions: Sequence[str] = (),
+    prefix: Sequence[str] = (),
 ) -> Iterator[DemuxProcess]:
     """
     Run C{twistd -n demux} with C{config} (TOML text, in which C{{port}} is
@@ -98,20 +100,29 @@ def runDemux(
 
     @param waitFor: the port to wait for before yielding; -1 means the
         C{port} chosen for the config, L{None} means don't wait.
+    @param twistdOptions: twistd's own options, such as C{--uid}.
+    @param prefix: a command that C{exec}s twistd (C{prlimit ... --}), so
+        that the process id is still twistd's.
     """
     if port is None:
         port = freePort()
     with tempfile.TemporaryDirectory(prefix="demux-test-") as d:
         directory = Path(d)
+        # Readable after twistd gives up root, for --uid.
+        directory.chmod(0o755)
         logPath = directory / "twistd.log"
-        cmd = twistdCommand(
-            "-n", "--logfile", str(logPath), "--pidfile", str(directory / "pid"),
-            "demux",
-            python=python,
-        )
+        cmd = [
+            *prefix,
+            *twistdCommand(
+                "-n", "--logfile", str(logPath), "--pidfile", "", *twistdOptions,
+                "demux",
+                python=python,
+            ),
+        ]
         if config is not None:
             configPath = directory / "demux.toml"
             configPath.write_text(config.replace("{port}", str(port)))
+            configPath.chmod(0o644)
             cmd += ["--config", str(configPath)]
         cmd += list(args)
         process = subprocess.Popen(

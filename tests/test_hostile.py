@@ -24,11 +24,10 @@ import statistics
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +43,7 @@ from demux.soak import (
     rssBytes,
 )
 
-from ._process import DemuxProcess, freePort, runDemux, twistdCommand, waitForPort
+from ._process import DemuxProcess, freePort, runDemux
 from ._servers import TagServer, recvAll
 
 MAGIC = bytes.fromhex("9e79bc40")
@@ -55,56 +54,17 @@ MiB = 1 << 20
 # Helpers.
 
 
-@contextmanager
 def startDemux(
     config: str,
     port: int,
     twistdOptions: Sequence[str] = (),
     prefix: Sequence[str] = (),
-) -> Iterator[DemuxProcess]:
+) -> AbstractContextManager[DemuxProcess]:
     """
-    Like L{runDemux}, for what it cannot do: twistd's own options (such as
-    C{--uid}) and a command C{prefix} (such as C{prlimit}) that C{exec}s
-    twistd, so the process id is still twistd's.
+    L{runDemux} on a given port, with twistd's own options (such as
+    C{--uid}) or a command C{prefix} (such as C{prlimit}).
     """
-    with tempfile.TemporaryDirectory(prefix="demux-hostile-") as d:
-        directory = Path(d)
-        # Readable after twistd gives up root, for --uid.
-        directory.chmod(0o755)
-        logPath = directory / "twistd.log"
-        configPath = directory / "demux.toml"
-        configPath.write_text(config)
-        configPath.chmod(0o644)
-        cmd = [
-            *prefix,
-            *twistdCommand(
-                "-n", "--logfile", str(logPath), "--pidfile", "", *twistdOptions,
-                "demux", "--config", str(configPath),
-            ),
-        ]
-        process = subprocess.Popen(
-            cmd, cwd=directory, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
-        demux = DemuxProcess(process, logPath, port)
-        try:
-            try:
-                waitForPort(port)
-            except TimeoutError:
-                process.kill()
-                out = process.communicate()[0].decode(errors="replace")
-                log = logPath.read_text() if logPath.exists() else ""
-                raise AssertionError(f"demux did not start:\n{out}\n{log}") from None
-            yield demux
-        finally:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+    return runDemux(config, port=port, twistdOptions=twistdOptions, prefix=prefix)
 
 
 def connect(port: int, source: str = "127.0.0.1", timeout: float = 5) -> socket.socket:
