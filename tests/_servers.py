@@ -9,27 +9,26 @@ import hashlib
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ._process import waitForPort
 
-class TagServer:
+
+class ThreadedServer:
     """
-    A TCP server that greets each connection with C{TAG:name\\n}, then echoes
-    everything it reads until the client stops sending, then closes.
+    A TCP server on loopback that handles each connection in a thread of
+    its own with C{handle}.
     """
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, backlog: int = 128) -> None:
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
+        self.sock.listen(backlog)
         self.port: int = self.sock.getsockname()[1]
         self.connections = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
+        threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
         while True:
@@ -38,9 +37,26 @@ class TagServer:
             except OSError:
                 return
             self.connections += 1
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
 
-    def _echo(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class TagServer(ThreadedServer):
+    """
+    A TCP server that greets each connection with C{TAG:name\\n}, then
+    echoes everything it reads until the client stops sending, then closes.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(30)
             try:
@@ -50,11 +66,8 @@ class TagServer:
             except OSError:
                 pass
 
-    def close(self) -> None:
-        self.sock.close()
 
-
-class ChecksumServer:
+class ChecksumServer(ThreadedServer):
     """
     A TCP server that reads until the client stops sending, then answers
     with the SHA-256 of what it read followed by C{replySize} bytes of a
@@ -63,21 +76,9 @@ class ChecksumServer:
 
     def __init__(self, replySize: int) -> None:
         self.replySize = replySize
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port: int = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(backlog=16)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
-
-    def _handle(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(60)
             digest = hashlib.sha256()
@@ -90,8 +91,6 @@ class ChecksumServer:
             except OSError:
                 pass
 
-    def close(self) -> None:
-        self.sock.close()
 
 
 def pattern(size: int, chunk: int = 1 << 20) -> Iterator[bytes]:
@@ -170,15 +169,7 @@ def opensslServer(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        waitForPort(port, timeout=10)
         yield port
     finally:
         proc.terminate()

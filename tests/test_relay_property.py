@@ -34,6 +34,7 @@ from hypothesis import strategies as st
 from demux.soak import patternServer, rssBytes, slowReader
 
 from ._process import DemuxProcess, runDemux
+from ._servers import ThreadedServer
 
 MAGIC = bytes.fromhex("9e79bc40")
 MiB = 1 << 20
@@ -160,7 +161,7 @@ def send(
     return None
 
 
-class ScriptedBackend:
+class ScriptedBackend(ThreadedServer):
     """
     A backend that reads a one-line script (C{PROP {json}}), then plays
     the backend's part of it: sends and reads as told, in both directions
@@ -168,23 +169,11 @@ class ScriptedBackend:
     """
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.port: int = self.sock.getsockname()[1]
         self.results: dict[int, tuple[Received, str | None]] = {}
         self.done = threading.Condition()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__(backlog=16)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._play, args=(conn,), daemon=True).start()
-
-    def _play(self, conn: socket.socket) -> None:
+    def handle(self, conn: socket.socket) -> None:
         with conn:
             conn.settimeout(TIMEOUT)
             head = b""
@@ -218,9 +207,6 @@ class ScriptedBackend:
         with self.done:
             self.done.wait_for(lambda: ident in self.results, timeout)
             return self.results.pop(ident)
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 @pytest.fixture(scope="module")
