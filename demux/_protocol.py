@@ -28,6 +28,10 @@ from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
 
 log = Logger(namespace="demux")
 
+# The peek of a connection that has none, or no longer needs one: shared,
+# since a parse of no bytes is the same for every connection.
+_NOTHING = Peek()
+
 
 @implementer(IHalfCloseableProtocol)
 class DemuxProtocol(Protocol):
@@ -48,7 +52,7 @@ class DemuxProtocol(Protocol):
     def __init__(self, table: RouteTable, clock: IReactorTime) -> None:
         self.table = table
         self.clock = clock
-        self.peek = Peek()
+        self.peek = _NOTHING
         self.downstream: Protocol | None = None
         self.decided = False
         self._timer: IDelayedCall | None = None
@@ -66,7 +70,8 @@ class DemuxProtocol(Protocol):
         self.started = self.clock.seconds()
         self.peer = self.transport.getPeer()
         self.host = self.transport.getHost()
-        self.sourceIP = _ipOf(self.peer)
+        if self.table.filtersSources:
+            self.sourceIP = _ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
         if self.expectProxyHeader:
             return
@@ -110,7 +115,8 @@ class DemuxProtocol(Protocol):
         self._headerBuffer = b""
         if info.source is not None:
             self.peer = info.source
-            self.sourceIP = _ipOf(info.source)
+            if self.table.filtersSources:
+                self.sourceIP = _ipOf(info.source)
         if info.destination is not None:
             self.host = info.destination
         if not self.factory.claimSource(self):
@@ -192,7 +198,7 @@ class DemuxProtocol(Protocol):
                 **fields,
             )
         data = self.peek.data
-        self.peek = Peek()
+        self.peek = _NOTHING
         assert peer is not None
         self.route = route.name
         observer = self.factory.observer

@@ -135,8 +135,14 @@ class RouteTable:
     maxConnectionsPerSource: int | None = None
     maxUndecided: int | None = None
     logConnections: bool = True
+    filtersSources: bool = field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
+        # Whether any route looks at the client's address: only then is it
+        # parsed, once per connection.
+        object.__setattr__(
+            self, "filtersSources", any(r.sources is not None for r in self.routes)
+        )
         if self.inspectDelay <= 0:
             raise ConfigError("inspect_delay must be a positive number of seconds")
         if self.maxPeek < 1:
