@@ -158,3 +158,16 @@ def choiceList(
             known = ", ".join(repr(a) for a in allowed)
             raise MatcherConfigError(f"{what}: {word!r} is not one of {known}")
     return tuple(dict.fromkeys(words))
+
+
+def logSafe(text: str) -> str:
+    """
+    C{text} a client sent (an SNI, an ALPN name, an XMPP address) made safe
+    for one field of a log line: printable ASCII stays, anything else
+    (spaces, commas, backslashes, control characters, high bytes) becomes an
+    escape.
+    """
+    return "".join(
+        c if c.isascii() and c.isprintable() and c not in " ,\\" else f"\\x{ord(c):02x}"
+        for c in text
+    )

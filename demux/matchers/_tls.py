@@ -13,7 +13,7 @@ from .._errors import MatcherConfigError
 from .._interfaces import MATCH, NO_MATCH, IMatcher, IMatcherFactory, Verdict
 from .._peek import Peek
 from .._tls import TLS_VERSIONS, ClientHello, parseClientHello
-from ._options import hostnameMatches, optionTable, stringList
+from ._options import hostnameMatches, logSafe, optionTable, stringList
 
 _VERSIONS_BY_NAME = {name: number for number, name in TLS_VERSIONS.items()}
 
@@ -21,18 +21,6 @@ _JA4 = re.compile(
     r"([tqd][0-9a-z]{2}[di][0-9]{4})([0-9a-z]{2})_([0-9a-f]{12})_([0-9a-f]{12})",
     re.IGNORECASE,
 )
-
-
-def _show(text: str) -> str:
-    """
-    C{text} made safe for one log field: printable ASCII stays, anything
-    else (spaces, commas, backslashes, control characters, high bytes)
-    becomes an escape.
-    """
-    return "".join(
-        c if c.isascii() and c.isprintable() and c not in " ,\\" else f"\\x{ord(c):02x}"
-        for c in text
-    )
 
 
 def _versionName(version: int | None) -> str:
@@ -102,8 +90,8 @@ class TLSMatcher:
         if not isinstance(hello, ClientHello):
             return "tls=?"
         parts = [
-            f"sni={_show(hello.serverName) if hello.serverName else '-'}",
-            f"alpn={','.join(_show(p) for p in hello.alpn) or '-'}",
+            f"sni={logSafe(hello.serverName) if hello.serverName else '-'}",
+            f"alpn={','.join(logSafe(p) for p in hello.alpn) or '-'}",
         ]
         if self.versions is not None:
             parts.append(f"version={_versionName(hello.highestVersion)}")

@@ -21,8 +21,7 @@ from zope.interface import implementer, provider
 from .._errors import MatcherConfigError
 from .._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory, Verdict
 from .._peek import Peek
-from ._options import optionTable, stringList
-from ._tls import _show
+from ._options import logSafe, optionTable, stringList
 
 STREAMS_NAMESPACE = "http://etherx.jabber.org/streams"
 """
@@ -215,7 +214,7 @@ class XMPPMatcher:
             return "xmpp"
         text = f"xmpp ns={header.namespace}"
         if header.to is not None:
-            text += f" to={_show(header.to)}"
+            text += f" to={logSafe(header.to)}"
         return text
 
 
