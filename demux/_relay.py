@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
-from twisted.internet import tcp
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -124,8 +123,7 @@ def _writeThrough(transport: Any, data: bytes) -> None:
     error) to the transport.
     """
     if (
-        type(transport) in _PLAIN_TCP
-        and not transport.TLS
+        _splice.plainSocket(transport)
         and not transport._tempDataBuffer
         and transport.offset == len(transport.dataBuffer)
         and not transport.disconnecting
@@ -140,9 +138,6 @@ def _writeThrough(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
-
-
-_PLAIN_TCP = (tcp.Server, tcp.Client)
 
 
 class _ClientEnd(_RelayEnd):

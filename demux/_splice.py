@@ -42,19 +42,13 @@ def available() -> bool:
     return hasattr(os, "splice")
 
 
-def eligible(transport: Any) -> bool:
+def plainSocket(transport: Any) -> bool:
     """
-    Whether C{transport} is a plain TCP socket connection whose socket the
-    splice relay may drive: not TLS, not a wrapper, nothing left unsent.
+    Whether C{transport} is Twisted's own transport of a socket (TCP or
+    UNIX), with no TLS layered on it, so that its socket may be used
+    directly: sent to at once, or spliced.
     """
-    return bool(
-        isinstance(transport, tcp.Connection)
-        and not getattr(transport, "TLS", False)
-        and transport.connected
-        and not transport.disconnecting
-        and not transport.dataBuffer
-        and not transport._tempDataBuffer
-    )
+    return isinstance(transport, tcp.Connection) and not transport.TLS
 
 
 def pending(transport: Any) -> bytes:
@@ -86,8 +80,7 @@ def upgradable(transport: Any) -> bool:
     pipe holds.
     """
     return bool(
-        isinstance(transport, tcp.Connection)
-        and not getattr(transport, "TLS", False)
+        plainSocket(transport)
         and transport.connected
         and not transport.disconnecting
         and not transport._writeDisconnecting
@@ -402,8 +395,8 @@ class SpliceRelay:
             # sockets are closed at once (as a transport's own orderly close
             # would, with nothing left to send).
             self.detach()
-            # On the next turn of the reactor, not inside whatever callback
-            # finished the last flow (it may be the backend's connectionMade).
+            # On the next turn of the reactor, not inside the transport
+            # callback (doRead or doWrite) that finished the last flow.
             self.reactor.callLater(0, self._close)
 
     def _close(self) -> None:
