@@ -185,18 +185,6 @@ class DemuxProtocol(Protocol):
             )
             self.transport.loseConnection()
             return
-        if self.table.logConnections:
-            # Formatted here, once: Twisted's format-string parsing costs
-            # more than the rest of logging the line.
-            log.info(
-                "{text}",
-                text=f"{fields['peer']} route={route.name} ({reason}) -> "
-                f"{route.target.description}, {fields['peeked']} bytes peeked, "
-                f"decided in {fields['decideMs']:.2f} ms",
-                route=route.name,
-                target=route.target.description,
-                **fields,
-            )
         data = self.peek.data
         self.peek = _NOTHING
         assert peer is not None
@@ -215,6 +203,20 @@ class DemuxProtocol(Protocol):
                 self.table.logConnections,
             ),
         )
+        if self.table.logConnections:
+            # Logged after the hand-off has started the backend's connect,
+            # so the line is written while the backend answers, not before
+            # it is asked.  Formatted here, once: Twisted's format-string
+            # parsing costs more than the rest of logging the line.
+            log.info(
+                "{text}",
+                text=f"{fields['peer']} route={route.name} ({reason}) -> "
+                f"{route.target.description}, {fields['peeked']} bytes peeked, "
+                f"decided in {fields['decideMs']:.2f} ms",
+                route=route.name,
+                target=route.target.description,
+                **fields,
+            )
         if self._readClosed:
             self._halfCloseDownstream()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
+from twisted.internet.abstract import isIPAddress as isIPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
 from twisted.internet.endpoints import TCP4ClientEndpoint
@@ -33,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _splice
+from ._dial import SocketDial, canDial
 from ._interfaces import ITarget
 from ._proxyheader import makeHeader
 
@@ -203,11 +205,12 @@ class _ClientEnd(_RelayEnd):
         Connect to the first backend that answers, in the order the target's
         balancing gives, and relay to it.
         """
-        # Read nothing more from the client until there is somewhere to send
-        # it.
-        self.transport.pauseProducing()
         self._candidates = self.target.pick(self.reactor.seconds())
         self._dialNext()
+        if self._connector is not None or self._connecting is not None:
+            # Still connecting: read nothing more from the client until there
+            # is somewhere to send it.
+            self.transport.pauseProducing()
 
     def _dialNext(self) -> None:
         backend = self._candidates.pop(0)
@@ -217,7 +220,25 @@ class _ClientEnd(_RelayEnd):
         if type(endpoint) is TCP4ClientEndpoint:
             # The common case, without the endpoint's wrapping protocol and
             # Deferreds: a connection costs less, and so does every read.
-            self._connector = endpoint._reactor.connectTCP(
+            reactor = endpoint._reactor
+            bind = endpoint._bindAddress
+            if (
+                isIPv4Address(endpoint._host)
+                and canDial(reactor)
+                and (bind is None or isinstance(bind, tuple))
+            ):
+                dial = SocketDial(
+                    reactor,
+                    (endpoint._host, endpoint._port),
+                    _DirectFactory(self),
+                    self._failed,
+                    self.target.connectTimeout,
+                    bind,
+                )
+                self._connector = dial
+                dial.start()
+                return
+            self._connector = reactor.connectTCP(
                 endpoint._host,
                 endpoint._port,
                 _DirectFactory(self),
@@ -289,7 +310,9 @@ class _ClientEnd(_RelayEnd):
             )
         self.mayUpgrade = self.target.splice and _splice.available()
         if first:
-            backend.transport.write(first)
+            # Sent now rather than on the reactor's next turn: this write is
+            # on the path of every connection's first answer.
+            _writeThrough(backend.transport, first)
         # Each transport is the other's producer: a slow reader on one side
         # pauses reading on the other, so memory stays bounded.
         backend.transport.registerProducer(self.transport, True)
