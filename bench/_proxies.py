@@ -13,6 +13,9 @@ HAProxy's configuration follows the pattern of the Syncthing write-up that
 seeded demux (C{req_ssl_hello_type}, C{req.payload(0,4) -m bin},
 C{req_ssl_sni}), plus C{req.proto_http} for HTTP. HAProxy runs one thread,
 like demux and sslh, so each proxy gets one core's worth of event loop.
+Every proxy logs its connections to a file, as each does by default in
+service (the write-up kept Debian's C{log global}): demux its two lines,
+HAProxy one C{option tcplog} line written to its standard output.
 """
 
 from __future__ import annotations
@@ -125,9 +128,12 @@ def _haproxyConfig(
 global
     nbthread 1
     maxconn 9400
+    log stdout format raw local0 info
 {pipes}
 defaults
     mode tcp
+    log global
+    option tcplog
     maxconn 9400
     timeout connect 5s
     timeout client 300s
