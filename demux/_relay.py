@@ -90,7 +90,7 @@ class _RelayEnd(Protocol):
             # Nothing more will come from this side: stop it being paused
             # and resumed as a producer (resuming would read EOF again).
             other.transport.unregisterProducer()
-            other.transport.loseWriteConnection()
+            _loseWriteThrough(other.transport)
         self._closeIfDone()
 
     def writeConnectionLost(self) -> None:
@@ -107,9 +107,28 @@ class _RelayEnd(Protocol):
         if other is not None and not other.lost:
             # Whatever this side sent is flushed to the other before it is
             # closed; a peer that never reads it is cut off after a while.
+            # (With nothing left to flush and its sending side already shut,
+            # Twisted closes it at once, and there is nothing to wait for.)
             other.transport.loseConnection()
-            self.session.lingerThenAbort()
+            if not other.lost:
+                self.session.lingerThenAbort()
         self.session.endLost()
+
+
+def _idleSocket(transport: Any) -> bool:
+    """
+    Whether C{transport} is a plain socket transport that is connected, open
+    for writing and has nothing waiting in its buffer: what it is given now
+    may go straight to its socket without overtaking anything.
+    """
+    return (
+        _splice.plainSocket(transport)
+        and not transport._tempDataBuffer
+        and transport.offset == len(transport.dataBuffer)
+        and not transport.disconnecting
+        and not transport._writeDisconnecting
+        and transport.connected
+    )
 
 
 def _writeThrough(transport: Any, data: bytes) -> None:
@@ -124,14 +143,7 @@ def _writeThrough(transport: Any, data: bytes) -> None:
     only sends when the buffer is empty, and leaves anything unsent (or any
     error) to the transport.
     """
-    if (
-        _splice.plainSocket(transport)
-        and not transport._tempDataBuffer
-        and transport.offset == len(transport.dataBuffer)
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and transport.connected
-    ):
+    if _idleSocket(transport):
         try:
             sent = transport.socket.send(data)
         except OSError:
@@ -140,6 +152,26 @@ def _writeThrough(transport: Any, data: bytes) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+def _loseWriteThrough(transport: Any) -> None:
+    """
+    Shut down C{transport}'s sending side, at once when nothing waits in its
+    buffer.
+
+    Twisted's C{loseWriteConnection} waits for the reactor's next turn to
+    flush an empty buffer (an empty C{send()} and two changes of the epoll
+    registration) before it shuts the socket down; for every short
+    connection that is a turn spent on nothing.  This does what that turn
+    would do, in the same order: mark the transport's writing side closed,
+    shut the socket down, tell its protocol.
+    """
+    if _idleSocket(transport):
+        transport._writeDisconnecting = True
+        transport._writeDisconnected = True
+        transport._closeWriteConnection()
+        return
+    transport.loseWriteConnection()
 
 
 class _ClientEnd(_RelayEnd):
@@ -320,7 +352,7 @@ class _ClientEnd(_RelayEnd):
         if self.readClosed:
             # The client finished sending before the backend answered.
             backend.transport.unregisterProducer()
-            backend.transport.loseWriteConnection()
+            _loseWriteThrough(backend.transport)
         else:
             self.transport.resumeProducing()
 
@@ -384,7 +416,7 @@ class _ClientEnd(_RelayEnd):
         One end is gone and the other is closing after flushing what it was
         sent; if its peer never reads that, cut it off.
         """
-        if self._linger is None:
+        if self._linger is None and not self._ended:
             self._linger = self.reactor.callLater(self.target.linger, self.abort)
 
     def abort(self) -> None:
