@@ -299,11 +299,14 @@ def test_relaySessionMode(stack: Stack) -> None:
         (a, invitationA, hostA), (b, invitationB, hostB) = inviteThroughDemux(
             stack, None, closing
         )
-        with ThreadPoolExecutor(2) as pool:
-            futureA = pool.submit(joinSession, invitationA, hostA)
-            futureB = pool.submit(joinSession, invitationB, hostB)
-            sessionA = closing.enter_context(futureA.result(timeout=20))
-            sessionB = closing.enter_context(futureB.result(timeout=20))
+        # One after the other, as two real devices would: strelaysrv hands a
+        # joining connection to its session without waiting (an unbuffered
+        # channel and a non-blocking send), so two joins in the same instant
+        # can find the session busy with the first and be told "already
+        # connected".  The relay answers each join at once, so A's join does
+        # not wait for B's.
+        sessionA = closing.enter_context(joinSession(invitationA, hostA))
+        sessionB = closing.enter_context(joinSession(invitationB, hostB))
 
         for session in (sessionA, sessionB):
             assert session.getpeername() == ("127.0.0.1", stack.port)
