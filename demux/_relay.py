@@ -103,6 +103,9 @@ class _RelayEnd(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
+        # Held here: closing the other end may end the session at once,
+        # which unlinks it from its ends.
+        session = self.session
         other = self.other
         if other is not None and not other.lost:
             # Whatever this side sent is flushed to the other before it is
@@ -111,8 +114,8 @@ class _RelayEnd(Protocol):
             # Twisted closes it at once, and there is nothing to wait for.)
             other.transport.loseConnection()
             if not other.lost:
-                self.session.lingerThenAbort()
-        self.session.endLost()
+                session.lingerThenAbort()
+        session.endLost()
 
 
 def _idleSocket(transport: Any) -> bool:
@@ -448,7 +451,17 @@ class _ClientEnd(_RelayEnd):
         for timer in (self._linger, self._idleTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        backendBytes = self.other.bytesIn if self.other is not None else 0
+        other = self.other
+        backendBytes = other.bytesIn if other is not None else 0
+        if other is not None:
+            # Both ends are gone: unlink them, so that reference counting
+            # frees the connection's objects (both transports included) at
+            # once, instead of leaving a cycle for the garbage collector,
+            # whose passes would pause a busy server.
+            other.other = None
+            self.other = None
+        # The client's end is its own session: that reference is a cycle too.
+        del self.session
         duration = self.reactor.seconds() - self.started
         self.observer.closed(self.routeName, self.bytesIn, backendBytes, duration)
         if not self.logConnections:
