@@ -15,6 +15,7 @@ from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcherFactory
 from demux._peek import Peek
 from demux._plugins import matcherFactories
 from demux.matchers._http import H2_PREFACE, http2Factory, httpFactory
+from demux.matchers._options import logSafe
 from demux.matchers._prefix import prefixFactory
 from demux.matchers._regex import regexFactory
 from demux.matchers._ssh import parseIdentification, sshFactory
@@ -527,3 +528,28 @@ class RegexPropertyTests(SynchronousTestCase):
                 self.assertIsNone(compiled.match(window + tail), tail)
         if verdict is NEED_MORE:
             self.assertLess(len(window), length)
+
+
+class LogSafeTests(SynchronousTestCase):
+    """
+    L{logSafe}: what a client sent, made safe for one field of a log line.
+    """
+
+    def test_escapes(self) -> None:
+        self.assertEqual(logSafe("relay.example.com"), "relay.example.com")
+        self.assertEqual(logSafe("a b,c\\d"), "a\\x20b\\x2cc\\x5cd")
+        self.assertEqual(logSafe("é\n"), "\\xe9\\x0a")
+        self.assertEqual(logSafe(""), "")
+
+    @settings(max_examples=500, deadline=None)
+    @given(st.text())
+    def test_sameAsEscapingEachCharacter(self, text: str) -> None:
+        """
+        The quick path for plain names gives what escaping one character at
+        a time gives, for any text.
+        """
+        escaped = "".join(
+            c if c.isascii() and c.isprintable() and c not in " ,\\" else f"\\x{ord(c):02x}"
+            for c in text
+        )
+        self.assertEqual(logSafe(text), escaped)

@@ -167,6 +167,16 @@ def logSafe(text: str) -> str:
     (spaces, commas, backslashes, control characters, high bytes) becomes an
     escape.
     """
+    if (
+        text.isascii()
+        and text.isprintable()
+        and " " not in text
+        and "," not in text
+        and "\\" not in text
+    ):
+        # The usual case, a plain name, checked in C rather than a character
+        # at a time: it is on the path of every routed ClientHello.
+        return text
     return "".join(
         c if c.isascii() and c.isprintable() and c not in " ,\\" else f"\\x{ord(c):02x}"
         for c in text
