@@ -54,6 +54,40 @@ from tests._process import freePort
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCS_PLOT = ROOT / "docs" / "_static" / "performance.png"
 APT = "apt-get install -y haproxy wrk sslh gcc"
+PACKAGES = {"haproxy": "haproxy", "wrk": "wrk", "sslh": "sslh", "cc": "gcc"}
+
+
+def installMissing() -> list[str]:
+    """
+    Install what the benchmark drives and is missing, from Debian's packages
+    (and matplotlib, for the plot, from PyPI), when running as root where
+    C{apt-get} exists, so that one command runs the benchmark on a fresh
+    machine; otherwise leave it to the operator.
+
+    @return: the tools still missing afterwards.
+    """
+    missing = [tool for tool in PACKAGES if which(tool) is None]
+    if missing and os.geteuid() == 0 and shutil.which("apt-get"):
+        packages = [PACKAGES[tool] for tool in missing]
+        log(f"installing {', '.join(packages)} from Debian's packages ...")
+        quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        subprocess.run(["apt-get", "update", "-qq"], env=quiet, check=False)
+        subprocess.run(
+            ["apt-get", "install", "-y", "-qq", *packages],
+            env=quiet, check=False, stdout=subprocess.DEVNULL,
+        )
+        missing = [tool for tool in PACKAGES if which(tool) is None]
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        if os.geteuid() == 0:
+            log("installing matplotlib, for the plot ...")
+            subprocess.run(
+                [sys.executable, "-m", "pip", "install", "-q", "-r",
+                 str(Path(__file__).resolve().parent / "requirements.txt")],
+                check=False,
+            )
+    return missing
 
 
 @dataclass(frozen=True)
@@ -476,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reps:
         settings = Settings(**{**settings.__dict__, "reps": args.reps})
 
-    missing = [tool for tool in ("haproxy", "wrk", "cc") if which(tool) is None]
+    missing = [tool for tool in installMissing() if tool != "sslh"]
     if missing:
         log(f"missing: {', '.join(missing)}; install with:\n  sudo {APT}\n"
             "(or run bench/setup.sh as root)")
