@@ -196,14 +196,22 @@ frontend http
     http-request return status 200 content-type text/plain string "ok"
 """
 
-PROXIES = ("direct", "demux", "haproxy", "haproxy-splice", "sslh-fork", "sslh-select")
+PROXIES = (
+    "direct",
+    "demux",
+    "demux-w2",
+    "haproxy",
+    "haproxy-splice",
+    "sslh-fork",
+    "sslh-select",
+)
 
 
 def available(name: str) -> bool:
     """
     Whether proxy C{name} can run on this machine.
     """
-    if name in ("direct", "demux"):
+    if name in ("direct", "demux", "demux-w2"):
         return True
     if name.startswith("haproxy"):
         return which("haproxy") is not None
@@ -260,14 +268,16 @@ def startProxy(
         return Running(name, None, backends, directory)
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / f"{name}.log"
-    if name == "demux":
+    if name.startswith("demux"):
         config = directory / "demux.toml"
         config.write_text(_demuxConfig(port, backends, inspectDelay))
+        # demux-w2: the same, in two processes sharing the port (--workers).
+        workers = ["--workers", "2"] if name == "demux-w2" else []
         cmd = twistdCommand(
             "-n",
             "--logfile", str(directory / "twistd.log"),
             "--pidfile", "",
-            "demux", "--config", str(config),
+            "demux", "--config", str(config), *workers,
         )
         cwd = demuxRoot
     elif name.startswith("haproxy"):
