@@ -5,12 +5,14 @@ endpoint whose connection attempts the test completes by hand.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from typing import Any
 
 from attrs import define, field, frozen
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -110,3 +112,46 @@ class HalfCloseTransport(StringTransport):
 
     def loseWriteConnection(self) -> None:
         self.writeClosed = True
+
+
+def iterateUntil(reactor: Any, done: Callable[[], bool], seconds: float = 5) -> None:
+    """
+    Turn C{reactor} (a real one, not running) by hand until C{done()} says
+    so, failing after C{seconds}.
+    """
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting after {seconds}s")
+        reactor.iterate(0.01)
+
+
+class Recorder(Protocol):
+    """
+    A protocol that records what it gets: an in-process target, or the
+    backend end of a dial.
+    """
+
+    def __init__(self) -> None:
+        self.made = False
+        self.received: list[bytes] = []
+        self.lost = False
+
+    def connectionMade(self) -> None:
+        self.made = True
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.lost = True
+
+
+class RecordingFactory(Factory):
+    def __init__(self) -> None:
+        self.protocols: list[Recorder] = []
+
+    def buildProtocol(self, addr: object) -> Recorder:
+        p = Recorder()
+        self.protocols.append(p)
+        return p

@@ -9,39 +9,18 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from twisted.internet import error
 from twisted.internet.epollreactor import EPollReactor
-from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from demux._dial import SocketDial, canDial
 
-
-class Recorder(Protocol):
-    def __init__(self) -> None:
-        self.made = False
-        self.received = b""
-
-    def connectionMade(self) -> None:
-        self.made = True
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-
-class Factory(ClientFactory):
-    def __init__(self) -> None:
-        self.protocols: list[Recorder] = []
-
-    def buildProtocol(self, addr: object) -> Recorder:
-        p = Recorder()
-        self.protocols.append(p)
-        return p
+from ._fakes import RecordingFactory, iterateUntil
 
 
 def openDescriptors() -> int:
@@ -59,12 +38,33 @@ def listener(backlog: int = 16, host: str = "127.0.0.1") -> Iterator[socket.sock
         s.close()
 
 
+@contextmanager
+def fullListener() -> Iterator[tuple[str, int]]:
+    """
+    The address of a listener whose accept queue is full, so that the next
+    handshake to it is dropped (its connect neither succeeds nor fails).
+    """
+    with listener(backlog=0) as server:
+        address = server.getsockname()
+        fillers = []
+        try:
+            for _ in range(4):
+                s = socket.socket()
+                fillers.append(s)
+                s.setblocking(False)
+                s.connect_ex(address)
+            yield address
+        finally:
+            for s in fillers:
+                s.close()
+
+
 class SocketDialTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = EPollReactor()
         self.addCleanup(self.reactor.disconnectAll)
         self.failures: list[Failure] = []
-        self.factory = Factory()
+        self.factory = RecordingFactory()
 
     def dial(
         self, address: tuple[str, int], timeout: float = 5, bind: tuple[str, int] | None = None
@@ -74,12 +74,6 @@ class SocketDialTests(SynchronousTestCase):
         )
         dial.start()
         return dial
-
-    def iterateUntil(self, done: Callable[[], bool], seconds: float = 5) -> None:
-        deadline = time.monotonic() + seconds
-        while not done():
-            self.assertLess(time.monotonic(), deadline, "gave up waiting")
-            self.reactor.iterate(0.01)
 
     def test_realReactorsOnly(self) -> None:
         """
@@ -115,9 +109,9 @@ class SocketDialTests(SynchronousTestCase):
                         pass
                     return got == b"to the backend"
 
-                self.iterateUntil(arrived)
+                iterateUntil(self.reactor, arrived)
                 accepted.sendall(b"to demux")
-                self.iterateUntil(lambda: protocol.received == b"to demux")
+                iterateUntil(self.reactor, lambda: b"".join(protocol.received) == b"to demux")
         self.assertEqual(self.failures, [])
 
     def test_noDescriptorLeft(self) -> None:
@@ -132,7 +126,7 @@ class SocketDialTests(SynchronousTestCase):
             [protocol] = self.factory.protocols
             self.assertEqual(openDescriptors(), before + 2)  # listener + one
             protocol.transport.abortConnection()
-            self.iterateUntil(lambda: openDescriptors() == before + 1)
+            iterateUntil(self.reactor, lambda: openDescriptors() == before + 1)
 
     def test_refused(self) -> None:
         """
@@ -143,7 +137,7 @@ class SocketDialTests(SynchronousTestCase):
             address = server.getsockname()
         before = openDescriptors()
         dial = self.dial(address)
-        self.iterateUntil(lambda: bool(self.failures))
+        iterateUntil(self.reactor, lambda: bool(self.failures))
         [failure] = self.failures
         self.assertTrue(failure.check(error.ConnectionRefusedError))
         self.assertEqual(dial.state, "disconnected")
@@ -155,59 +149,36 @@ class SocketDialTests(SynchronousTestCase):
         A backend whose accept queue is full drops the handshake: after the
         connect timeout the attempt fails with a timeout, quietly closed.
         """
-        with listener(backlog=0) as server:
-            address = server.getsockname()
-            # Fill the accept queue so that the next handshake is dropped.
-            fillers = []
-            for _ in range(4):
-                s = socket.socket()
-                s.setblocking(False)
-                s.connect_ex(address)
-                fillers.append(s)
-            try:
-                before = openDescriptors()
-                started = time.monotonic()
-                dial = self.dial(address, timeout=0.3)
-                self.assertEqual(dial.state, "connecting")
-                self.iterateUntil(lambda: bool(self.failures))
-                self.assertGreaterEqual(time.monotonic() - started, 0.29)
-                [failure] = self.failures
-                self.assertTrue(failure.check(error.TimeoutError))
-                self.assertEqual(openDescriptors(), before)
-                self.assertEqual(self.reactor.getWriters(), [])
-            finally:
-                for s in fillers:
-                    s.close()
+        with fullListener() as address:
+            before = openDescriptors()
+            started = time.monotonic()
+            dial = self.dial(address, timeout=0.3)
+            self.assertEqual(dial.state, "connecting")
+            iterateUntil(self.reactor, lambda: bool(self.failures))
+            self.assertGreaterEqual(time.monotonic() - started, 0.29)
+            [failure] = self.failures
+            self.assertTrue(failure.check(error.TimeoutError))
+            self.assertEqual(openDescriptors(), before)
+            self.assertEqual(self.reactor.getWriters(), [])
 
     def test_stopConnecting(self) -> None:
         """
         Abandoned while waiting: no callback either way, the socket closed,
         the timer gone.
         """
-        with listener(backlog=0) as server:
-            address = server.getsockname()
-            fillers = []
-            for _ in range(4):
-                s = socket.socket()
-                s.setblocking(False)
-                s.connect_ex(address)
-                fillers.append(s)
-            try:
-                before = openDescriptors()
-                dial = self.dial(address, timeout=0.2)
-                dial.stopConnecting()
-                self.assertEqual(dial.state, "disconnected")
-                self.assertEqual(openDescriptors(), before)
-                self.assertEqual(self.reactor.getWriters(), [])
-                self.assertEqual(self.reactor.getDelayedCalls(), [])
-                deadline = time.monotonic() + 0.4
-                while time.monotonic() < deadline:
-                    self.reactor.iterate(0.05)
-                self.assertEqual(self.failures, [])
-                self.assertEqual(self.factory.protocols, [])
-            finally:
-                for s in fillers:
-                    s.close()
+        with fullListener() as address:
+            before = openDescriptors()
+            dial = self.dial(address, timeout=0.2)
+            dial.stopConnecting()
+            self.assertEqual(dial.state, "disconnected")
+            self.assertEqual(openDescriptors(), before)
+            self.assertEqual(self.reactor.getWriters(), [])
+            self.assertEqual(self.reactor.getDelayedCalls(), [])
+            deadline = time.monotonic() + 0.4
+            while time.monotonic() < deadline:
+                self.reactor.iterate(0.05)
+            self.assertEqual(self.failures, [])
+            self.assertEqual(self.factory.protocols, [])
 
     def test_bindAddress(self) -> None:
         """

@@ -5,7 +5,7 @@ time.
 
 from __future__ import annotations
 
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -21,33 +21,7 @@ from demux import (
     decide,
 )
 
-from ._fakes import HalfCloseTransport, ScriptedMatcher, startsWith
-
-
-class Recorder(Protocol):
-    """
-    An in-process target protocol that records what it gets.
-    """
-
-    def __init__(self) -> None:
-        self.received: list[bytes] = []
-        self.lost = False
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received.append(data)
-
-    def connectionLost(self, reason: object = None) -> None:
-        self.lost = True
-
-
-class RecordingFactory(Factory):
-    def __init__(self) -> None:
-        self.protocols: list[Recorder] = []
-
-    def buildProtocol(self, addr: object) -> Recorder:
-        p = Recorder()
-        self.protocols.append(p)
-        return p
+from ._fakes import HalfCloseTransport, RecordingFactory, ScriptedMatcher, startsWith
 
 
 def route(name: str, matcher: object, factory: RecordingFactory) -> Route:

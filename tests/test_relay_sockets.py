@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import gc
 import socket
-import time
-from collections.abc import Callable
 
 from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.epollreactor import EPollReactor
@@ -21,7 +19,7 @@ from demux import BackendTarget, DemuxFactory, Route, RouteTable
 from demux._protocol import DemuxProtocol
 from demux._relay import _BackendEnd, _ClientEnd
 
-from ._fakes import startsWith
+from ._fakes import iterateUntil, startsWith
 
 
 @implementer(IHalfCloseableProtocol)
@@ -55,12 +53,6 @@ class RealSocketRelayTests(SynchronousTestCase):
         self.port = self.reactor.listenTCP(0, self.factory, interface="127.0.0.1")
         self.addCleanup(self.port.stopListening)
 
-    def iterateUntil(self, done: Callable[[], bool], seconds: float = 5) -> None:
-        deadline = time.monotonic() + seconds
-        while not done():
-            self.assertLess(time.monotonic(), deadline, "gave up waiting")
-            self.reactor.iterate(0.01)
-
     def relayOnce(self) -> bytes:
         """
         One client through demux to the echo backend: send, half-close, read
@@ -85,7 +77,7 @@ class RealSocketRelayTests(SynchronousTestCase):
             return closed
 
         try:
-            self.iterateUntil(finished)
+            iterateUntil(self.reactor, finished)
         finally:
             client.close()
         # Let demux see the last of both sockets.
