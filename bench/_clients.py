@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import selectors
 import socket
-import ssl
 import struct
 import subprocess
 import time
@@ -25,21 +24,6 @@ from bench.backend import CHUNK, COMMAND, REPLY
 
 MAGIC = bytes.fromhex("9e79bc40")
 SNI = "bench.example.com"
-
-
-def clientHello(serverName: str = SNI) -> bytes:
-    """
-    A real ClientHello for C{serverName}, as this Python's OpenSSL sends it,
-    made in memory with no network.
-    """
-    context = ssl.create_default_context()
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname=serverName)
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
 
 
 def _readReply(sock: socket.socket) -> None:

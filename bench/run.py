@@ -27,9 +27,9 @@ if __package__ in (None, ""):
 from bench import _procstat as procstat
 from bench._clients import (
     MAGIC,
+    SNI,
     buildConnload,
     bulk,
-    clientHello,
     connload,
     holdConnections,
     timeToFirstByte,
@@ -49,6 +49,7 @@ from bench._proxies import (
 )
 from bench._report import medians, plot, rstTable, table, writeJson
 from bench.backend import COMMAND
+from demux.testing import clientHello
 from tests._process import freePort
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -221,7 +222,7 @@ class Bench:
         self.records: list[dict] = []
         self.children: list[subprocess.Popen[bytes]] = []
         self.running: dict[str, Running] = {}
-        self.hello = clientHello()
+        self.hello = clientHello(SNI)
         self.connload = buildConnload(work / "build")
         self.payloads = {
             "magic": work / "magic.bin",

@@ -54,7 +54,6 @@ import resource
 import selectors
 import signal
 import socket
-import ssl
 import statistics
 import subprocess
 import sys
@@ -65,6 +64,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from demux.testing import clientHello
 
 MAGIC = bytes.fromhex("9e79bc40")
 """
@@ -173,25 +174,6 @@ def hostPort(text: str) -> tuple[str, int]:
 
 
 # What clients send.
-
-
-def clientHello(serverName: str | None, alpn: Sequence[str] = ()) -> bytes:
-    """
-    A real TLS ClientHello from this Python's TLS library, made in memory,
-    so that the soak sends what real clients send.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname=serverName)
-    try:
-        tls.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
 
 
 def pattern(size: int, chunk: int = 1 << 20) -> Iterator[bytes]:

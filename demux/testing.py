@@ -4,12 +4,14 @@ Helpers for testing matchers, ours and third parties', the same way.
 A matcher must reach the same verdict for the same bytes however they arrive:
 whole, one byte at a time, or cut anywhere.  L{verdictOf} feeds a matcher
 chunks the way a connection would, and L{assertConsistent} checks every way of
-cutting a byte string at once.
+cutting a byte string at once.  L{clientHello} makes the first flight of a
+real TLS client, to test a TLS matcher against.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import ssl
+from collections.abc import Iterable, Sequence
 
 from ._interfaces import NEED_MORE, IMatcher, Verdict
 from ._peek import Peek
@@ -72,3 +74,30 @@ def assertConsistent(matcher: IMatcher, data: bytes) -> Verdict:
         if verdict is not NEED_MORE:
             decided = verdict
     return expected
+
+
+def clientHello(
+    serverName: str | None,
+    alpn: Sequence[str] = (),
+    maximum: ssl.TLSVersion | None = None,
+) -> bytes:
+    """
+    The first flight of a real TLS client, this Python's C{ssl} module (its
+    OpenSSL), made in memory with no network: a ClientHello naming
+    C{serverName} (none if L{None}), offering C{alpn}, and at most
+    C{maximum}'s protocol version if given.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
+    if maximum is not None:
+        context.maximum_version = maximum
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = context.wrap_bio(incoming, outgoing, server_hostname=serverName)
+    try:
+        client.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()

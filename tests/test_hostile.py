@@ -35,13 +35,13 @@ import pytest
 
 from demux.soak import (
     TagEcho,
-    clientHello,
     cpuSeconds,
     openFdKinds,
     openFds,
     raiseFileLimit,
     rssBytes,
 )
+from demux.testing import clientHello
 
 from ._process import DemuxProcess, freePort, runDemux
 from ._servers import TagServer, recvAll

@@ -14,7 +14,6 @@ import hashlib
 import os
 import re
 import socket
-import ssl
 import threading
 import time
 import tomllib
@@ -27,6 +26,8 @@ from typing import Any
 
 import attrs
 import pytest
+
+from demux.testing import clientHello
 
 from ._process import DemuxProcess, freePort, runDemux
 from .syncthing import harness
@@ -414,22 +415,6 @@ def readUntilClosed(sock: socket.socket, timeout: float) -> tuple[bytes, float]:
     except ConnectionResetError:
         pass
     return received, time.monotonic() - started
-
-
-def clientHello(serverName: str, alpn: list[str]) -> bytes:
-    """
-    The first flight of a real TLS client (CPython's OpenSSL) with C{serverName}
-    as SNI and offering C{alpn}.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    context.set_alpn_protocols(alpn)
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    tls = context.wrap_bio(incoming, outgoing, server_hostname=serverName)
-    with pytest.raises(ssl.SSLWantReadError):
-        tls.do_handshake()
-    return outgoing.read()
 
 
 def test_othersReachNeitherServer(stack: Stack) -> None:

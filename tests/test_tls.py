@@ -34,7 +34,7 @@ from demux._tls import (
     parseClientHello,
 )
 from demux.matchers._tls import tlsFactory
-from demux.testing import assertConsistent, verdictOf
+from demux.testing import assertConsistent, clientHello, verdictOf
 
 CORPUS = Path(__file__).parent / "corpus"
 EXPECTED = json.loads((CORPUS / "expected.json").read_text())
@@ -141,30 +141,6 @@ def twistedHello(creator: object) -> bytes:
     transport = StringTransport()
     protocol.makeConnection(transport)
     return transport.value()
-
-
-def pythonHello(
-    serverName: str | None,
-    alpn: Sequence[str] = (),
-    maximum: ssl.TLSVersion | None = None,
-) -> bytes:
-    """
-    The first flight of Python's own C{ssl} module, through memory BIOs.
-    """
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    if alpn:
-        context.set_alpn_protocols(list(alpn))
-    if maximum is not None:
-        context.maximum_version = maximum
-    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
-    client = context.wrap_bio(incoming, outgoing, server_hostname=serverName)
-    try:
-        client.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    return outgoing.read()
 
 
 def parsed(data: bytes) -> ClientHello:
@@ -625,13 +601,13 @@ class RealStackTests(SynchronousTestCase):
         self.assertIs(tlsFactory.build({"version": 1.3}).match(Peek(data)), NO_MATCH)
 
     def test_pythonSSL(self) -> None:
-        hello = parsed(pythonHello("device.example.net", ["bep/1.0"]))
+        hello = parsed(clientHello("device.example.net", ["bep/1.0"]))
         self.assertEqual(hello.serverName, "device.example.net")
         self.assertEqual(hello.alpn, ("bep/1.0",))
-        hello = parsed(pythonHello(None, ["bep-relay"]))
+        hello = parsed(clientHello(None, ["bep-relay"]))
         self.assertIsNone(hello.serverName)
         self.assertEqual(hello.alpn, ("bep-relay",))
-        hello = parsed(pythonHello("x.example", maximum=ssl.TLSVersion.TLSv1_2))
+        hello = parsed(clientHello("x.example", maximum=ssl.TLSVersion.TLSv1_2))
         self.assertEqual(hello.highestVersion, 0x0303)
         self.assertEqual(hello.alpn, ())
 
