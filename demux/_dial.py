@@ -125,12 +125,15 @@ class SocketDial:
             sock.close()
 
     def _end(self, reason: Failure) -> None:
+        self._close()
+        self._failed(reason)
+
+    def _close(self) -> None:
         self._stopWatching()
         self.state = "disconnected"
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-        self._failed(reason)
 
     def _stopWatching(self) -> None:
         if self._watching:
@@ -149,13 +152,8 @@ class SocketDial:
         """
         Abandon the attempt, quietly: whoever asked no longer wants it.
         """
-        if self.state != "connecting":
-            return
-        self._stopWatching()
-        self.state = "disconnected"
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self.state == "connecting":
+            self._close()
 
     # IWriteDescriptor, while the handshake is under way.
 
