@@ -620,13 +620,18 @@ class BackendTarget:
     retryAfter: float = DEFAULT_RETRY_AFTER
     splice: bool = True
     _health: _Health = field(factory=_Health, eq=False, repr=False, alias="_health")
+    backends: tuple[Backend, ...] = field(init=False, eq=False, repr=False)
+    """
+    Every backend of the route, in configuration order: made once, not for
+    every connection that picks one.
+    """
 
-    @property
-    def backends(self) -> tuple[Backend, ...]:
-        """
-        Every backend of the route, in configuration order.
-        """
-        return (Backend(self.endpoint, self.description), *self.alternatives)
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(
+            self,
+            "backends",
+            (Backend(self.endpoint, self.description), *self.alternatives),
+        )
 
     def pick(self, now: float) -> list[Backend]:
         """
