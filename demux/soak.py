@@ -65,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from demux.testing import clientHello
+from demux.testing import clientHello, reservePort
 
 MAGIC = bytes.fromhex("9e79bc40")
 """
@@ -313,11 +313,10 @@ def twistdCommand(*args: str) -> list[str]:
 
 def freePort() -> int:
     """
-    A loopback TCP port nothing listens on right now.
+    A loopback TCP port for demux that no other socket can be given before
+    demux binds it (L{demux.testing.reservePort}).
     """
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return reservePort()
 
 
 def waitForPort(port: int, timeout: float = 15.0) -> None:

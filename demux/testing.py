@@ -5,13 +5,20 @@ A matcher must reach the same verdict for the same bytes however they arrive:
 whole, one byte at a time, or cut anywhere.  L{verdictOf} feeds a matcher
 chunks the way a connection would, and L{assertConsistent} checks every way of
 cutting a byte string at once.  L{clientHello} makes the first flight of a
-real TLS client, to test a TLS matcher against.
+real TLS client, to test a TLS matcher against.  L{reservePort} gives an
+integration test a port to hand to a program that must be told its port on
+its command line.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import socket
 import ssl
+import tempfile
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 from ._interfaces import NEED_MORE, IMatcher, Verdict
 from ._peek import Peek
@@ -101,3 +108,75 @@ def clientHello(
     except ssl.SSLWantReadError:
         pass
     return outgoing.read()
+
+
+# Ports handed out by reservePort, and the open lock files that keep other
+# processes from being handed them too, for as long as this process lives.
+_reserved: dict[int, int] = {}
+
+
+def _ephemeralRange() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        # Linux's default, and near enough to other systems' (IANA's is
+        # 49152-65535, inside this once the top is excluded below).
+        return 32768, 60999
+
+
+def _candidates() -> list[int]:
+    low, high = _ephemeralRange()
+    if 65535 - high >= 2000:
+        ports = list(range(high + 1, 65536))
+    else:
+        ports = list(range(max(1024, low - 8000), low))
+    # Start where this process's id points, so that concurrent test runs
+    # seldom try the same ports first.
+    start = os.getpid() % len(ports)
+    return ports[start:] + ports[:start]
+
+
+def reservePort(host: str = "127.0.0.1", candidates: Iterable[int] | None = None) -> int:
+    """
+    A TCP port for a server that must be told its port before it starts
+    (HAProxy, C{openssl s_server}, Syncthing's servers, C{twistd demux}).
+
+    Picking a port by binding port 0 and closing the socket is a race: the
+    kernel may give the same port to the next socket that binds port 0, or
+    to an outgoing connection, before the server binds it.  This port can't
+    be given to either: it lies outside the kernel's ephemeral range
+    (C{net.ipv4.ip_local_port_range}), from which both are served.  Other
+    processes that use this function are kept off it by a lock file held
+    until this process exits, and this process never hands it out twice.
+
+    @param candidates: the ports to choose from instead (for a privileged
+        port, say); by default those above (or else below) the ephemeral
+        range.
+    @raise RuntimeError: if every candidate is taken.
+    """
+    lockDirectory = Path(tempfile.gettempdir()) / "demux-test-ports"
+    lockDirectory.mkdir(mode=0o1777, exist_ok=True)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for port in _candidates() if candidates is None else candidates:
+        if port in _reserved:
+            continue
+        fd = os.open(lockDirectory / f"{port}.lock", os.O_CREAT | os.O_RDWR, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue
+        with socket.socket(family) as s:
+            # As the servers it is meant for do, so that a connection of an
+            # earlier test left in TIME_WAIT does not make the port look taken.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError:
+                # Held by something that is not a test (a daemon, say).
+                os.close(fd)
+                continue
+        _reserved[port] = fd
+        return port
+    raise RuntimeError(f"no port left to reserve on {host}")

@@ -18,14 +18,17 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from demux.testing import reservePort
+
 
 def freePort(host: str = "127.0.0.1") -> int:
     """
-    A TCP port nothing listens on right now.
+    A TCP port that no other socket can be given, for a program that must be
+    told its port on its command line (L{demux.testing.reservePort}).
+
+    A server the test runs in this process binds port 0 itself instead.
     """
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return reservePort(host)
 
 
 def waitForPort(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:

@@ -41,7 +41,7 @@ from demux.soak import (
     raiseFileLimit,
     rssBytes,
 )
-from demux.testing import clientHello
+from demux.testing import clientHello, reservePort
 
 from ._process import DemuxProcess, freePort, runDemux
 from ._servers import TagServer, recvAll
@@ -1070,14 +1070,7 @@ backend = "tcp:127.0.0.1:{backends['rest'].port}"
 
 
 def _lowPort() -> int:
-    for port in range(900, 1000):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port between 900 and 1000")
+    return reservePort(candidates=range(900, 1000))
 
 
 def test_privilegedPortThenUnprivileged() -> None:

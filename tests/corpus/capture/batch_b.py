@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from demux.testing import reservePort
+
 CORPUS = Path(__file__).resolve().parent.parent
 QUIET = 1.0
 STOP: list[subprocess.Popen[bytes]] = []
@@ -160,9 +162,7 @@ def adb(port: int) -> subprocess.Popen[bytes]:
 
 
 def _freePort() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return reservePort()
 
 
 CAPTURES = {

@@ -28,6 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from demux.testing import reservePort
+
 CORPUS = Path(__file__).resolve().parent.parent
 QUIET = 1.0
 """
@@ -322,10 +324,7 @@ def captureProxyProtocol() -> None:
         with tempfile.TemporaryDirectory() as directory:
             server = listen()
             port = server.getsockname()[1]
-            probe = socket.socket()
-            probe.bind(("127.0.0.1", 0))
-            front = probe.getsockname()[1]
-            probe.close()
+            front = reservePort()
             config = Path(directory) / "haproxy.cfg"
             config.write_text(HAPROXY.format(front=front, port=port, send=send))
             haproxy = subprocess.Popen(
