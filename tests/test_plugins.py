@@ -116,10 +116,25 @@ def pluginVenv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """
     A virtual environment that sees this interpreter's packages (demux as
     installed) plus a third-party matcher distribution installed into it.
+
+    It sees them through a C{.pth} file naming this interpreter's own
+    site directories, not through C{system_site_packages}: when the tests
+    run in a virtual environment, that would show the base interpreter's
+    packages instead of this one's.
     """
     directory = tmp_path_factory.mktemp("plugin-venv")
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(directory)
+    venv.EnvBuilder(with_pip=False).create(directory)
     python = directory / "bin" / "python"
+    inner = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+    outer = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
+    # addsitedir, not a bare path, so that the .pth files there (an editable
+    # install's among them) are read too.
+    Path(inner, "_outer_site.pth").write_text(
+        "".join(f"import site; site.addsitedir({p!r})\n" for p in outer)
+    )
     subprocess.run(
         [
             sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
