@@ -675,10 +675,17 @@ def test_backendClosesAtOnce(faulty: tuple[DemuxProcess, FaultyBackends]) -> Non
     assertServing(demux.port)
 
 
+def _sysctlMax(name: str) -> int:
+    """
+    The largest buffer the kernel's TCP autotuning may give a socket.
+    """
+    return int(Path(f"/proc/sys/net/ipv4/{name}").read_text().split()[2])
+
+
 def test_backendNeverReads(faulty: tuple[DemuxProcess, FaultyBackends]) -> None:
     """
-    A client sending 50 MiB to a backend that never reads is stopped by flow
-    control (its sends block) long before 50 MiB, demux's memory stays
+    A client sending to a backend that never reads is stopped by flow
+    control (its sends block) once the kernel's buffers are full, demux's memory stays
     bounded, and once the client closes, everything is cleaned up (here by
     the route's idle timeout, since the backend never drains).
     """
@@ -689,11 +696,18 @@ def test_backendNeverReads(faulty: tuple[DemuxProcess, FaultyBackends]) -> None:
     rssBefore = rssBytes(pid)
     chunk = b"\xab" * (256 * 1024)
     sent = 0
+    # What the kernel alone may take in before the client's sends block:
+    # the send and receive buffers of the client's, demux's two and the
+    # backend's sockets, which autotuning may grow to their maxima (32 MiB
+    # of receive buffer each on some kernels), plus a margin for demux's
+    # pipes and the transport's own buffer.
+    kernel = 2 * (_sysctlMax("tcp_rmem") + _sysctlMax("tcp_wmem")) + 8 * MiB
+    limit = kernel + 16 * MiB
     with connect(demux.port) as s:
         s.setblocking(False)
         s.send(b"HOLE")
         deadline = time.monotonic() + 20
-        while sent < 50 * MiB and time.monotonic() < deadline:
+        while sent < limit + 16 * MiB and time.monotonic() < deadline:
             try:
                 sent += s.send(chunk)
             except BlockingIOError:
@@ -703,11 +717,12 @@ def test_backendNeverReads(faulty: tuple[DemuxProcess, FaultyBackends]) -> None:
         rssHeld = rssBytes(pid)
         socketsHeld = sockets(pid)
     print(
-        f"\nnever-reading backend: the client could send {sent / MiB:.1f} MiB of "
-        f"50 before blocking; demux RSS {rssBefore / MiB:.1f} -> "
-        f"{rssHeld / MiB:.1f} MiB, sockets {socketsBefore} -> {socketsHeld}"
+        f"\nnever-reading backend: the client could send {sent / MiB:.1f} MiB "
+        f"before blocking (kernel buffers up to {kernel / MiB:.0f} MiB); demux RSS "
+        f"{rssBefore / MiB:.1f} -> {rssHeld / MiB:.1f} MiB, sockets "
+        f"{socketsBefore} -> {socketsHeld}"
     )
-    assert sent < 40 * MiB
+    assert sent < limit
     assert rssHeld - rssBefore < 16 * MiB
     assert socketsHeld == socketsBefore + 2
     assert waitFor(lambda: sockets(pid) == socketsBefore, 8), sockets(pid)
