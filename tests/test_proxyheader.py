@@ -99,7 +99,7 @@ class ListenerTests(SynchronousTestCase):
         sent = attempt.transport.value()  # type: ignore[union-attr]
         self.assertEqual(
             sent,
-            makeHeader(2, CLIENT, FRONT) + b"SSH-2.0-x\r\n",
+            makeHeader(2, CLIENT, FRONT, [(0xE0, b"ssh")]) + b"SSH-2.0-x\r\n",
         )
 
     def test_noHeaderRefused(self) -> None:
