@@ -13,11 +13,13 @@ unique-id with both.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -79,6 +81,7 @@ backend tag
 DEMUX = """
 listen = ["tcp:{{port}}:interface=127.0.0.1",
           "haproxy:tcp:{proxied}:interface=127.0.0.1"]
+metrics = "tcp:{metrics}:interface=127.0.0.1"
 inspect_delay = 2
 connect_timeout = 3
 
@@ -127,11 +130,17 @@ local = "tests._servers.whoAmI"
 
 @pytest.fixture(scope="module")
 def chain() -> Iterator[dict[str, object]]:
+    """
+    HAProxy in front of demux's C{haproxy:} listener and behind its routes,
+    three tagged servers, and one demux with metrics among them.
+    """
     haproxy = require("haproxy")
     require("curl")
     with ExitStack() as stack, tempfile.TemporaryDirectory() as d:
         directory = Path(d)
-        ports = {name: freePort() for name in ("front", "proxied", "echo", "tlsEcho")}
+        ports = {
+            name: freePort() for name in ("front", "proxied", "echo", "tlsEcho", "metrics")
+        }
         servers = {name: TagServer(name) for name in ("tag", "parsed", "raw")}
         for server in servers.values():
             stack.callback(server.close)
@@ -152,6 +161,7 @@ def chain() -> Iterator[dict[str, object]]:
             )
         )
         waitForPort(ports["proxied"])
+        waitForPort(ports["metrics"])
         yield {"demux": demux, "ports": ports, "haproxyLog": haproxyLog}
 
 
@@ -214,11 +224,10 @@ def test_authorityFromSNIReadByHAProxy(chain: dict[str, object]) -> None:
     assert afterTag(answer, "tag") == hello
     logPath: Path = chain["haproxyLog"]  # type: ignore[assignment]
     expected = f"tls-tlv authority=haproxy.test client=127.0.0.1:{clientPort}"
+    # HAProxy logs a TCP connection once it is over: soon, not at once.
     for _ in range(100):
         if expected in logPath.read_text(errors="replace"):
             break
-        import time
-
         time.sleep(0.05)
     assert expected in logPath.read_text(errors="replace")
 
@@ -311,8 +320,32 @@ def test_inProcessSourcesAndLog(chain: dict[str, object]) -> None:
 
 
 def test_noHeaderStillRefused(chain: dict[str, object]) -> None:
+    """
+    An in-process route does not make the C{haproxy:} listener take a
+    connection without a header.
+    """
     with socket.create_connection(("127.0.0.1", portsOf(chain)["proxied"]), 10) as s:
         s.sendall(b"WHO\n")
         s.shutdown(socket.SHUT_WR)
         s.settimeout(10)
         assert s.recv(100) == b""
+
+
+def test_statusViewShowsTheClient(chain: dict[str, object]) -> None:
+    """
+    The status view lists an open connection behind a C{haproxy:} listener
+    under the client the header named.
+    """
+    header = b"PROXY TCP4 192.0.2.8 198.51.100.1 40006 443\r\n"
+    with socket.create_connection(("127.0.0.1", portsOf(chain)["proxied"]), 10) as s:
+        s.sendall(header + b"RAW hold\n")
+        s.settimeout(10)
+        assert s.recv(100).startswith(b"TAG:raw\n")
+        result = subprocess.run(
+            ["curl", "-sS", "--max-time", "10",
+             f"http://127.0.0.1:{portsOf(chain)['metrics']}/status.json"],
+            capture_output=True, check=True, timeout=20,
+        )
+    status = json.loads(result.stdout)
+    peers = {c["peer"]: c["route"] for c in status["activeConnections"]}
+    assert peers.get("192.0.2.8:40006") == "raw-pass", peers
