@@ -260,8 +260,16 @@ def parseHeader(header: bytes) -> ProxyInfo:
     if len(body) < addressLength:
         # Only a LOCAL header gets here: parseV2Start refuses a PROXY one.
         return ProxyInfo(header, 2, None, None)
+    if command == "local":
+        # The specification says to discard a LOCAL header's block: what
+        # reads as TLVs is kept, anything else is not a reason to refuse.
+        try:
+            tlvs = parseTLVs(body[addressLength:])
+        except InvalidProxyHeader:
+            tlvs = ()
+        return ProxyInfo(header, 2, None, None, tlvs)
     tlvs = parseTLVs(body[addressLength:])
-    addresses = v2Addresses(family, transport, body) if command == "proxy" else None
+    addresses = v2Addresses(family, transport, body)
     if addresses is None:
         return ProxyInfo(header, 2, None, None, tlvs)
     return ProxyInfo(header, 2, addresses[0], addresses[1], tlvs)

@@ -271,6 +271,9 @@ class TLVTests(SynchronousTestCase):
         info = parseHeader(header)
         self.assertEqual((info.source, info.destination), (None, None))
         self.assertEqual(info.tlvs, ((0xE0, b"web"),))
+        # A LOCAL block is to be discarded: junk in it is not refused.
+        junk = parseHeader(V2 + b"\x20\x00\x00\x02\xe0\x00")
+        self.assertEqual((junk.source, junk.tlvs), (None, ()))
 
     def test_malformed(self) -> None:
         """
