@@ -23,6 +23,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.reflect import namedAny
 
+from ._client import SendProxy
 from ._errors import ConfigError
 from ._interfaces import IMatcher, IMatcherFactory, ITarget
 from ._plugins import findMatcherFactory, matcherFactories
@@ -191,10 +192,13 @@ def _target(
         sendProxy = None
         if "send_proxy" in route:
             value = route["send_proxy"]
-            versions = {"v1": 1, "v2": 2, 1: 1, 2: 2}
+            versions: dict[object, SendProxy] = {
+                "v1": 1, "v2": 2, 1: 1, 2: 2, "pass": "pass"
+            }
             if isinstance(value, bool) or value not in versions:
                 raise ConfigError(
-                    f'must be "v1" or "v2", not {value!r}', f"{where}: send_proxy"
+                    f'must be "v1", "v2" or "pass", not {value!r}',
+                    f"{where}: send_proxy",
                 )
             sendProxy = versions[value]
         balance = route.get("balance", "first")

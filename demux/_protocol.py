@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
-from ._proxyheader import InvalidProxyHeader, headerLength, parseHeader
+from ._proxyheader import InvalidProxyHeader, ProxyInfo, headerLength, parseHeader
 from ._relay import LocalTarget, _peerText
 from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
 
@@ -65,6 +65,7 @@ class DemuxProtocol(Protocol):
         self.peer: IAddress | None = None
         self.host: IAddress | None = None
         self.sourceIP: IPAddress | None = None
+        self.proxyInfo: ProxyInfo | None = None
 
     def connectionMade(self) -> None:
         self.started = self.clock.seconds()
@@ -113,6 +114,7 @@ class DemuxProtocol(Protocol):
             return b""
         self.expectProxyHeader = False
         self._headerBuffer = b""
+        self.proxyInfo = info
         if info.source is not None:
             self.peer = info.source
             if self.table.filtersSources:
@@ -185,7 +187,8 @@ class DemuxProtocol(Protocol):
             )
             self.transport.loseConnection()
             return
-        data = self.peek.data
+        peek = self.peek
+        data = peek.data
         self.peek = _NOTHING
         assert peer is not None
         self.route = route.name
@@ -201,6 +204,8 @@ class DemuxProtocol(Protocol):
                 route.name,
                 observer,
                 self.table.logConnections,
+                peek,
+                self.proxyInfo,
             ),
         )
         if self.table.logConnections:

@@ -34,9 +34,9 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from . import _splice
+from ._client import SendProxy, clientTransport, proxyHeaderFor
 from ._dial import SocketDial, canDial
 from ._interfaces import ITarget
-from ._proxyheader import makeHeader
 
 if TYPE_CHECKING:
     from ._routes import ConnectionInfo
@@ -225,6 +225,13 @@ class _ClientEnd(_RelayEnd):
         self._linger: IDelayedCall | None = None
         self._idleTimer: IDelayedCall | None = None
         self._ended = False
+        # Made now, while the connection's peek is at hand, so that the
+        # session does not keep it.
+        self.proxyHeader = (
+            b""
+            if target.sendProxy is None
+            else proxyHeaderFor(target.sendProxy, connection)
+        )
 
     def dataReceived(self, data: bytes) -> None:
         if self.other is None:
@@ -331,13 +338,11 @@ class _ClientEnd(_RelayEnd):
         self.other = backend
         backend.other = self
         first = self.peeked
-        if self.target.sendProxy is not None:
+        if self.proxyHeader:
             # The header and the peeked bytes go out in one write, header
             # first, as a backend that expects the header may read it alone.
-            first = (
-                makeHeader(self.target.sendProxy, self.peer, self.host or self.peer)
-                + first
-            )
+            first = self.proxyHeader + first
+            self.proxyHeader = b""
         self.peeked = b""
         if self.target.idleTimeout is not None:
             self._idleTimer = self.reactor.callLater(
@@ -599,7 +604,10 @@ class BackendTarget:
     @ivar linger: seconds that one side may take to flush what it was sent
         after the other side has gone, before it is cut off.
     @ivar sendProxy: 1 or 2 to send a PROXY protocol header of that version
-        to the backend, so it sees the client's address; L{None} not to.
+        to the backend, so it sees the client's address (version 2 with
+        TLVs: ALPN, authority, the route's name); C{"pass"} to forward the
+        header the connection came with on a C{haproxy:} listener, as
+        received; L{None} not to.
     @ivar alternatives: more backends for the same route.
     @ivar balance: C{"first"}: the first backend that is up, in order;
         C{"roundrobin"}: each connection starts at the next backend.
@@ -614,7 +622,7 @@ class BackendTarget:
     connectTimeout: float = DEFAULT_CONNECT_TIMEOUT
     idleTimeout: float | None = None
     linger: float = DEFAULT_LINGER
-    sendProxy: int | None = None
+    sendProxy: SendProxy | None = None
     alternatives: tuple[Backend, ...] = ()
     balance: str = "first"
     retryAfter: float = DEFAULT_RETRY_AFTER
@@ -740,7 +748,8 @@ class LocalTarget:
         if protocol is None:
             transport.loseConnection()
             return Protocol()
-        protocol.makeConnection(transport)
+        # Behind a PROXY header, the protocol's getPeer() is the client.
+        protocol.makeConnection(clientTransport(transport, connection))
         if peeked:
             protocol.dataReceived(peeked)
         end = _LocalEnd(protocol, transport, connection)  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from twisted.internet.protocol import Factory, Protocol
+
 from ._process import waitForPort
 
 
@@ -174,3 +176,29 @@ def opensslServer(
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+class _WhoAmI(Protocol):
+    """
+    Answers its first read with the addresses its transport reports, then
+    closes: what an in-process protocol believes about its client.
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        peer, host = transport.getPeer(), transport.getHost()
+        transport.write(
+            f"peer={peer.host}:{peer.port} host={host.host}:{host.port}\n".encode()  # type: ignore[attr-defined]
+        )
+        transport.loseConnection()
+
+
+def whoAmI() -> Factory[_WhoAmI]:
+    """
+    An in-process target (C{local = "tests._servers.whoAmI"}) that tells the
+    client which addresses C{getPeer()} and C{getHost()} gave it.
+    """
+    factory: Factory[_WhoAmI] = Factory.forProtocol(_WhoAmI)
+    factory.noisy = False
+    return factory

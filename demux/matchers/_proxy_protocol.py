@@ -21,31 +21,33 @@ the header or use the address in it.
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Mapping
 
 from attrs import frozen
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.interfaces import IAddress
 from zope.interface import implementer, provider
 
 from .._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory, Verdict
 from .._peek import Peek
+from .._proxyheader import (
+    V1_MAX,
+    V1_PREFIX,
+    V2_COMMANDS,
+    V2_FAMILIES,
+    V2_FIXED,
+    V2_SIGNATURE,
+    V2_TRANSPORTS,
+    InvalidProxyHeader,
+    parseV1Line,
+    parseV2Start,
+    v2Addresses,
+)
 from ._options import intList, optionTable
 
-V1_PREFIX = b"PROXY "
-V1_MAX = 107
-"""
-The longest version 1 header, its CR LF included.
-"""
-
-V2_SIGNATURE = b"\r\n\r\n\x00\r\nQUIT\n"
-V2_HEADER = 16
+V2_HEADER = V2_FIXED
 
 VERSIONS = (1, 2)
-
-_V2_COMMANDS = {0: "local", 1: "proxy"}
-_V2_FAMILIES = {0: "unspec", 1: "inet", 2: "inet6", 3: "unix"}
-_V2_TRANSPORTS = {0: "unspec", 1: "stream", 2: "dgram"}
-_V2_ADDRESS_LENGTHS = {0: 0, 1: 12, 2: 36, 3: 216}
 
 
 @frozen
@@ -66,8 +68,12 @@ class ProxyHeader:
     source: str | None
 
 
-def _port(text: bytes) -> bool:
-    return text.isdigit() and len(text) <= 5 and int(text) <= 0xFFFF
+def _shown(address: IAddress | None) -> str | None:
+    if isinstance(address, IPv6Address):
+        return f"[{address.host}]:{address.port}"
+    if isinstance(address, IPv4Address):
+        return f"{address.host}:{address.port}"
+    return None
 
 
 def _parseV1(data: bytes) -> ProxyHeader | Verdict:
@@ -81,70 +87,42 @@ def _parseV1(data: bytes) -> ProxyHeader | Verdict:
         return NEED_MORE
     if data[end + 1] != 0x0A:
         return NO_MATCH
-    fields = line.split(b" ")
-    if fields[1] == b"UNKNOWN":
-        return ProxyHeader(1, "UNKNOWN", None)
-    if len(fields) != 6 or fields[1] not in (b"TCP4", b"TCP6"):
-        return NO_MATCH
-    _, proto, source, destination, sourcePort, destinationPort = fields
-    kind: type[ipaddress.IPv4Address | ipaddress.IPv6Address] = (
-        ipaddress.IPv4Address if proto == b"TCP4" else ipaddress.IPv6Address
-    )
     try:
-        host = kind(source.decode("ascii"))
-        kind(destination.decode("ascii"))
-    except ValueError:
+        info = parseV1Line(line)
+    except InvalidProxyHeader:
         return NO_MATCH
-    if not (_port(sourcePort) and _port(destinationPort)):
-        return NO_MATCH
-    shown = str(host) if proto == b"TCP4" else f"[{host}]"
-    return ProxyHeader(1, proto.decode("ascii"), f"{shown}:{int(sourcePort)}")
-
-
-def _v2Source(family: int, addresses: bytes) -> str | None:
-    """
-    The source address of a version 2 header's address block, when it is
-    all in C{addresses}.
-    """
-    if family == 1 and len(addresses) >= 12:
-        host = str(ipaddress.IPv4Address(addresses[:4]))
-        return f"{host}:{int.from_bytes(addresses[8:10], 'big')}"
-    if family == 2 and len(addresses) >= 36:
-        host = str(ipaddress.IPv6Address(addresses[:16]))
-        return f"[{host}]:{int.from_bytes(addresses[32:34], 'big')}"
-    return None
+    if info.source is None:
+        return ProxyHeader(1, "UNKNOWN", None)
+    kind = "TCP6" if isinstance(info.source, IPv6Address) else "TCP4"
+    return ProxyHeader(1, kind, _shown(info.source))
 
 
 def _parseV2(data: bytes) -> ProxyHeader | Verdict:
     if len(data) < V2_HEADER:
-        if len(data) > 12 and (data[12] >> 4 != 2 or data[12] & 0x0F not in _V2_COMMANDS):
+        # Each byte of the fixed part is judged as soon as it is in.
+        if len(data) > 12 and (data[12] >> 4 != 2 or data[12] & 0x0F not in V2_COMMANDS):
             return NO_MATCH
         if len(data) > 13 and (
-            data[13] >> 4 not in _V2_FAMILIES or data[13] & 0x0F not in _V2_TRANSPORTS
+            data[13] >> 4 not in V2_FAMILIES or data[13] & 0x0F not in V2_TRANSPORTS
         ):
             return NO_MATCH
         return NEED_MORE
-    versionCommand, familyTransport = data[12], data[13]
-    length = int.from_bytes(data[14:16], "big")
-    command = _V2_COMMANDS.get(versionCommand & 0x0F)
-    family = familyTransport >> 4
-    transport = _V2_TRANSPORTS.get(familyTransport & 0x0F)
-    if versionCommand >> 4 != 2 or command is None or transport is None:
+    try:
+        command, family, transport, length = parseV2Start(data)
+    except InvalidProxyHeader:
         return NO_MATCH
-    if family not in _V2_FAMILIES:
-        return NO_MATCH
-    if command == "proxy" and length < _V2_ADDRESS_LENGTHS[family]:
-        return NO_MATCH
-    kind = f"{command} {_V2_FAMILIES[family]} {transport}"
     source = None
     if command == "proxy":
-        source = _v2Source(family, data[V2_HEADER : V2_HEADER + length])
-    return ProxyHeader(2, kind, source)
+        addresses = v2Addresses(family, transport, data[V2_HEADER : V2_HEADER + length])
+        if addresses is not None:
+            source = _shown(addresses[0])
+    return ProxyHeader(2, f"{command} {family} {transport}", source)
 
 
 def parseProxyHeader(data: bytes) -> ProxyHeader | Verdict:
     """
-    The PROXY protocol header at the start of C{data}.
+    The PROXY protocol header at the start of C{data}, read with demux's one
+    PROXY codec (C{demux._proxyheader}).
 
     @return: a L{ProxyHeader} once its line (version 1) or its first 16 bytes
         (version 2) are in and valid; L{NEED_MORE} before; L{NO_MATCH} as
