@@ -1,15 +1,27 @@
 """
 Active health checks: the answers each check accepts, the check each route's
 matchers imply, rise and fall with a hand-turned clock, how balancing and
-refusal follow the checks, reloads, and the configuration keys.  The real
-programs (sshd, strelaysrv, openssl s_server, an HTTP server) are in
-L{tests.test_health_e2e}.
+refusal follow the checks, reloads, and the configuration keys; then real
+programs (sshd, strelaysrv, openssl s_server, Python's HTTP server) behind a
+real demux, each stopped and started again while demux watches.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from attrs import define, field
 from hypothesis import given
 from hypothesis import strategies as st
@@ -43,8 +55,11 @@ from demux._health import (
 )
 from demux._metrics import PrometheusObserver, StatusPage
 from demux._relay import Backend
+from demux.testing import clientHello
 
 from ._fakes import FakeEndpoint, startsWith
+from ._process import freePort, runDemux, waitForPort
+from ._servers import makeCertificate
 
 PONG = bytes.fromhex("9e79bc40") + b"\x00\x00\x00\x01" + b"\x00\x00\x00\x00"
 
@@ -189,7 +204,7 @@ class ProbeTests(SynchronousTestCase):
         self.backend = Backend(self.endpoint, "tcp:127.0.0.1:22")
         self.results: list[object] = []
 
-    def start(self, check: ProbeCheck) -> StringTransport:
+    def start(self, check: IHealthCheck) -> StringTransport:
         d = check.check(self.backend)
         d.addBoth(self.results.append)
         [attempt] = self.endpoint.attempts
@@ -198,13 +213,13 @@ class ProbeTests(SynchronousTestCase):
         return attempt.transport
 
     def test_tcp(self) -> None:
-        transport = self.start(checkForMatch({"any": {}}))  # type: ignore[arg-type]
+        transport = self.start(checkForMatch({"any": {}}))
         self.assertEqual(self.results, [True])
         self.assertTrue(transport.disconnecting)
 
     def test_banner(self) -> None:
         check = checkForMatch({"ssh": {}})
-        transport = self.start(check)  # type: ignore[arg-type]
+        transport = self.start(check)
         self.assertEqual(transport.value(), b"")
         self.probe.dataReceived(b"SSH-2.0-")
         self.assertEqual(self.results, [])
@@ -213,14 +228,14 @@ class ProbeTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
 
     def test_wrongBanner(self) -> None:
-        transport = self.start(checkForMatch({"ssh": {}}))  # type: ignore[arg-type]
+        self.start(checkForMatch({"ssh": {}}))
         self.probe.dataReceived(b"220 smtp.example.com ESMTP\r\n")
         [failure] = self.results
         assert isinstance(failure, Failure)
         self.assertIn("unexpected answer '220 smtp", failure.getErrorMessage())
 
     def test_closedBeforeAnswer(self) -> None:
-        transport = self.start(checkForMatch({"ssh": {}}))  # type: ignore[arg-type]
+        self.start(checkForMatch({"ssh": {}}))
         self.probe.connectionLost(Failure(ConnectionRefusedError()))
         [failure] = self.results
         assert isinstance(failure, Failure)
@@ -228,7 +243,7 @@ class ProbeTests(SynchronousTestCase):
 
     def test_http(self) -> None:
         check = checkForMatch({"http": {}}, "/ready")
-        transport = self.start(check)  # type: ignore[arg-type]
+        transport = self.start(check)
         self.assertTrue(transport.value().startswith(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n"))
         self.probe.dataReceived(b"HTTP/1.1 503 Service Unavailable\r\n\r\n")
         [failure] = self.results
@@ -240,7 +255,7 @@ class ProbeTests(SynchronousTestCase):
         A backend that expects a PROXY header gets a LOCAL one first.
         """
         check = checkForMatch({"http": {}}, sendProxy=1)
-        transport = self.start(check)  # type: ignore[arg-type]
+        transport = self.start(check)
         self.assertTrue(transport.value().startswith(b"PROXY UNKNOWN\r\nGET / "))
 
     def test_cancel(self) -> None:
@@ -332,7 +347,7 @@ class MonitorTests(SynchronousTestCase):
         self.observer = RecordingHealthObserver()
         [backend] = self.target.backends
         self.monitor = BackendMonitor(
-            "web", backend, self.target, self.target.check, self.clock, self.observer  # type: ignore[arg-type]
+            "web", backend, self.target, self.target.check, self.clock, self.observer
         )
         self.log = LogCapture(self)
 
@@ -666,3 +681,218 @@ class ConfigTests(SynchronousTestCase):
 
     def test_direct(self) -> None:
         self.assertIsNone(healthCheckFromRoute({"match": {"ssh": {}}}, "route 'x'"))
+
+
+# Real programs.  Checks run every 0.2 s and a backend goes down after two
+# failures and up after two good checks, so each change shows within about
+# a second; every wait below is bounded.
+
+INTERVALS = "check_interval = 0.2\ncheck_timeout = 1\nrise = 2\nfall = 2\n"
+WAIT = 15.0
+
+
+def require(program: str) -> str:
+    """
+    The path of C{program}; without it the test is skipped (tests/run
+    installs it), or fails under CI.
+    """
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if path is None:
+        message = f"{program} is not installed (run bash tests/run to install it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def _get(port: int, path: str) -> bytes:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return r.read()  # type: ignore[no-any-return]
+
+
+def _health(metricsPort: int, route: str, backend: str) -> dict[str, Any] | None:
+    status = json.loads(_get(metricsPort, "/status.json"))
+    for r in status["routes"]:
+        if r["name"] == route:
+            return r["backendHealth"].get(backend)  # type: ignore[no-any-return]
+    return None
+
+
+def _waitFor(what: str, done: Callable[[], bool], describe: Callable[[], str]) -> None:
+    deadline = time.monotonic() + WAIT
+    while not done():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not happen within {WAIT:g}s\n{describe()}")
+        time.sleep(0.1)
+
+
+def _refused(port: int, first: bytes) -> bool:
+    """
+    Whether demux closes a connection that sends C{first} without a byte
+    of answer.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(first)
+        try:
+            return s.recv(1024) == b""
+        except ConnectionResetError:
+            return True
+
+
+def _backendDownAndUp(
+    match: str,
+    backendPort: int,
+    start: Callable[[], subprocess.Popen[bytes]],
+    first: bytes,
+) -> None:
+    """
+    Run demux in front of the program C{start} runs on C{backendPort}, with
+    an active check on the route: see the backend checked up, stop the
+    program and see it go down (log, status, metric) and connections to the
+    route refused with the reason logged, start it again and see it come
+    back up.
+    """
+    metricsPort = freePort()
+    backend = f"tcp:127.0.0.1:{backendPort}"
+    config = (
+        'listen = ["tcp:{port}:interface=127.0.0.1"]\n'
+        f'metrics = "tcp:{metricsPort}:interface=127.0.0.1"\n'
+        f'[[routes]]\nname = "r"\n{match}\nbackend = "{backend}"\n'
+        f"check = true\n{INTERVALS}"
+    )
+    server = start()
+    try:
+        with runDemux(config) as demux:
+            waitForPort(metricsPort)
+
+            def state() -> dict[str, Any] | None:
+                return _health(metricsPort, "r", backend)
+
+            def describe() -> str:
+                return f"health: {state()}\nlog:\n{demux.log()}"
+
+            _waitFor(
+                "a first good check",
+                lambda: state() == {"up": True, "reason": "check passed"},
+                describe,
+            )
+            gauge = f'demux_backend_up{{backend="{backend}",route="r"}}'
+            metrics = _get(metricsPort, "/metrics").decode()
+            assert f"{gauge} 1.0" in metrics, metrics
+
+            server.send_signal(signal.SIGTERM)
+            server.wait(10)
+            _waitFor("the backend going down", lambda: not state()["up"], describe)  # type: ignore[index]
+            demux.waitForLog(f"backend {backend} of route r is down: ")
+            assert f"{gauge} 0.0" in _get(metricsPort, "/metrics").decode()
+            assert "(down: " in _get(metricsPort, "/status").decode()
+            assert _refused(demux.port, first)
+            demux.waitForLog(
+                f"route=r refused: every backend is down by health check ({backend}: "
+            )
+
+            server = start()
+            _waitFor("the backend coming back", lambda: state()["up"], describe)  # type: ignore[index]
+            demux.waitForLog(f"backend {backend} of route r is up")
+            assert f"{gauge} 1.0" in _get(metricsPort, "/metrics").decode()
+            assert demux.log().count("of route r is down") == 1, demux.log()
+    finally:
+        if server.poll() is None:
+            server.terminate()
+            server.wait(10)
+
+
+def _quiet(argv: list[str], **kw: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, **kw,
+    )  # fmt: skip
+
+
+def _started(process: subprocess.Popen[bytes], port: int) -> subprocess.Popen[bytes]:
+    try:
+        waitForPort(port, timeout=10)
+    except TimeoutError:
+        process.kill()
+        process.wait()
+        raise
+    return process
+
+
+def test_sshd(tmp_path: Path) -> None:
+    """
+    A real sshd, checked by its banner.
+    """
+    sshd = require("sshd")
+    require("ssh-keygen")
+    hostKey = tmp_path / "host_key"
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hostKey)], check=True
+    )
+    port = freePort()
+    Path("/run/sshd").mkdir(exist_ok=True)
+    config = tmp_path / "sshd_config"
+    config.write_text(
+        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {hostKey}\nUsePAM no\n"
+        f"PasswordAuthentication no\nPidFile {tmp_path}/sshd.pid\n"
+    )
+    _backendDownAndUp(
+        "match.ssh = {}",
+        port,
+        lambda: _started(_quiet([sshd, "-D", "-e", "-f", str(config)]), port),
+        b"SSH-2.0-test\r\n",
+    )
+
+
+def test_tls(tmp_path: Path) -> None:
+    """
+    A real openssl s_server, checked by a TLS handshake with the route's
+    SNI and ALPN (it refuses a handshake without its ALPN).
+    """
+    require("openssl")
+    cert, key = makeCertificate(tmp_path, "tls.example.com")
+    port = freePort()
+    argv = [
+        "openssl", "s_server", "-quiet", "-accept", f"127.0.0.1:{port}",
+        "-cert", str(cert), "-key", str(key), "-alpn", "x-health", "-rev",
+    ]  # fmt: skip
+    _backendDownAndUp(
+        'match.tls = { sni = ["tls.example.com"], alpn = ["x-health"] }',
+        port,
+        lambda: _started(_quiet(argv), port),
+        clientHello("tls.example.com", ["x-health"]),
+    )
+
+
+def test_relay(tmp_path: Path) -> None:
+    """
+    A real Syncthing relay (strelaysrv), checked by a relay protocol Ping
+    inside the bep-relay TLS session.
+    """
+    relay = require("strelaysrv")
+    port = freePort()
+    argv = [
+        relay, "-keys", str(tmp_path), "-listen", f"127.0.0.1:{port}",
+        "-pools=", "-status-srv=", "-protocol", "tcp4",
+    ]  # fmt: skip
+    _backendDownAndUp(
+        "match.relay-protocol = {}",
+        port,
+        lambda: _started(_quiet(argv), port),
+        clientHello(None, ["bep-relay"]),
+    )
+
+
+def test_http(tmp_path: Path) -> None:
+    """
+    A real HTTP server (Python's), checked with GET check_path.
+    """
+    (tmp_path / "healthz").write_text("ok\n")
+    port = freePort()
+    argv = [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)]
+    _backendDownAndUp(
+        'match.http = {}\ncheck_path = "/healthz"',
+        port,
+        lambda: _started(_quiet(argv, cwd=tmp_path), port),
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
