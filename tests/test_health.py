@@ -560,6 +560,53 @@ class ServiceTests(SynchronousTestCase):
         self.assertIn(("web", "tcp:a:1", None), self.observer.seen)
 
 
+class ReloadTests(SynchronousTestCase):
+    """
+    C{DemuxService.reload} (SIGHUP) hands the checks' state to the reloaded
+    routes before they take connections.
+    """
+
+    def config(self, *names: str) -> Any:
+        data = {
+            "listen": ["tcp:4443"],
+            "routes": [
+                {
+                    "name": name,
+                    "match": {"ssh": {}},
+                    "backend": "tcp:127.0.0.1:1",
+                    "check": True,
+                    "fall": 1,
+                }
+                for name in names
+            ],
+        }
+        return configFromDict(data, self.reactor)
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+
+    def test_reloadKeepsDown(self) -> None:
+        from demux.tap import DemuxService
+
+        first = self.config("ssh")
+        factory = DemuxFactory(first.table, self.reactor)
+        service = DemuxService(factory, first, lambda: self.config("ssh", "other"), self.reactor)
+        service.health.startService()
+        self.addCleanup(service.health.stopService)
+        # The check dials the backend; it never answers, so it times out.
+        self.assertEqual(len(self.reactor.tcpClients), 1)
+        self.reactor.advance(2.0)
+        [route] = factory.table.routes
+        self.assertEqual(route.target.pick(0.0), [])
+        service.reload()
+        ssh, other = factory.table.routes
+        self.assertIsNot(ssh, route)
+        self.assertEqual(ssh.target.pick(0.0), [])
+        [backend] = other.target.backends
+        self.assertEqual(other.target.checkedState(backend), (True, "not checked yet"))
+        self.flushLoggedErrors()
+
+
 class MetricsTests(SynchronousTestCase):
     def test_gaugeAndStatus(self) -> None:
         observer = PrometheusObserver()
