@@ -734,7 +734,7 @@ class ConfigTests(SynchronousTestCase):
 # failures and up after two good checks, so each change shows within about
 # a second; every wait below is bounded.
 
-INTERVALS = "check_interval = 0.2\ncheck_timeout = 1\nrise = 2\nfall = 2\n"
+INTERVALS = "check_interval = 0.2\ncheck_timeout = 2\nrise = 2\nfall = 2\n"
 WAIT = 15.0
 
 
