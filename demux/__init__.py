@@ -15,6 +15,7 @@ from ._errors import (
     MatcherConfigError,
     UnknownMatcherError,
 )
+from ._health import HealthCheck, HealthService, IHealthCheck, checkForMatch
 from ._http import RequestHead, parseRequestHead
 from ._interfaces import (
     MATCH,
@@ -81,4 +82,8 @@ __all__ = [
     "loadConfig",
     "matcherFactories",
     "routeFromArgument",
+    "HealthCheck",
+    "HealthService",
+    "IHealthCheck",
+    "checkForMatch",
 ]

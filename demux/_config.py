@@ -25,6 +25,7 @@ from twisted.python.reflect import namedAny
 
 from ._client import SendProxy
 from ._errors import ConfigError
+from ._health import CHECK_KEYS, healthCheckFromRoute
 from ._interfaces import IMatcher, IMatcherFactory, ITarget
 from ._plugins import findMatcherFactory, matcherFactories
 from ._relay import (
@@ -74,6 +75,7 @@ _ROUTE_KEYS = {
     "allow",
     "deny",
     "splice",
+    *CHECK_KEYS,
 }
 _BACKEND_ONLY = (
     "send_proxy",
@@ -82,6 +84,7 @@ _BACKEND_ONLY = (
     "idle_timeout",
     "connect_timeout",
     "splice",
+    *CHECK_KEYS,
 )
 
 DEFAULT_SHUTDOWN_GRACE = 10.0
@@ -213,6 +216,7 @@ def _target(
         splice = route.get("splice", True)
         if not isinstance(splice, bool):
             raise ConfigError(f"must be true or false, not {splice!r}", f"{where}: splice")
+        check = healthCheckFromRoute(route, where, sendProxy)
         return BackendTarget(
             backends[0].endpoint,
             backends[0].description,
@@ -223,6 +227,7 @@ def _target(
             balance=balance,
             retryAfter=retryAfter,
             splice=splice,
+            check=check,
         )
     for key in _BACKEND_ONLY:
         if key in route:

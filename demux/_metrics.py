@@ -31,6 +31,7 @@ from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
 from zope.interface import implementer
 
+from ._health import IHealthObserver
 from ._observer import IConnectionObserver
 from ._protocol import DemuxFactory, DemuxProtocol
 from ._relay import BackendTarget, _peerText
@@ -42,7 +43,7 @@ DECIDE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5,
 CONNECT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-@implementer(IConnectionObserver)
+@implementer(IConnectionObserver, IHealthObserver)
 class PrometheusObserver:
     """
     Counts every connection's steps as Prometheus metrics, in a registry of
@@ -116,6 +117,22 @@ class PrometheusObserver:
             ["route", "backend"],
             registry=r,
         )
+        self.backendUp = Gauge(
+            "demux_backend_up",
+            "1 if the backend is up by its route's active health check, else 0 "
+            "(only backends of routes with check = true).",
+            ["route", "backend"],
+            registry=r,
+        )
+
+    def backendHealth(self, route: str, backend: str, up: bool | None) -> None:
+        if up is None:
+            try:
+                self.backendUp.remove(route, backend)
+            except KeyError:
+                pass
+            return
+        self.backendUp.labels(route, backend).set(1 if up else 0)
 
     def accepted(self) -> None:
         self.acceptedTotal.inc()
@@ -223,6 +240,22 @@ def _startedAt(protocol: DemuxProtocol) -> float:
     return 0.0
 
 
+def _backendHealth(route: Route) -> dict[str, dict[str, object]]:
+    """
+    What the active health check says of each backend of C{route}, by
+    description: C{up} and the C{reason} (empty for a route without checks).
+    """
+    target = route.target
+    if not isinstance(target, BackendTarget) or target.check is None:
+        return {}
+    health: dict[str, dict[str, object]] = {}
+    for backend in target.backends:
+        state = target.checkedState(backend)
+        if state is not None:
+            health[backend.description] = {"up": state[0], "reason": state[1]}
+    return health
+
+
 def _backends(route: Route) -> list[str]:
     target = route.target
     if isinstance(target, BackendTarget):
@@ -271,6 +304,7 @@ class StatusPage:
                     "name": route.name,
                     "match": match if match is not None else repr(route.matcher),
                     "backends": _backends(route),
+                    "backendHealth": _backendHealth(route),
                     "allow": [str(n) for n in sources.allow] if sources else [],
                     "deny": [str(n) for n in sources.deny] if sources else [],
                     "counts": {
@@ -338,6 +372,14 @@ def _cell(value: object) -> str:
     return f"<td>{html.escape(value)}</td>"
 
 
+def _withHealth(backend: str, health: Mapping[str, Any] | None) -> str:
+    if health is None:
+        return backend
+    if health["up"]:
+        return f"{backend} (up)"
+    return f"{backend} (down: {health['reason']})"
+
+
 def renderStatus(status: Mapping[str, Any]) -> str:
     """
     The status page's HTML for a L{StatusPage.snapshot}.
@@ -349,7 +391,12 @@ def renderStatus(status: Mapping[str, Any]) -> str:
             "<tr>"
             + _cell(route["name"])
             + _cell(route["match"])
-            + _cell(", ".join(route["backends"]))
+            + _cell(
+                ", ".join(
+                    _withHealth(b, route.get("backendHealth", {}).get(b))
+                    for b in route["backends"]
+                )
+            )
             + _cell(" ".join([*route["allow"], *("!" + d for d in route["deny"])]))
             + "".join(
                 _cell(str(c[k]))

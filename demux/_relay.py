@@ -39,6 +39,7 @@ from ._dial import SocketDial, canDial
 from ._interfaces import ITarget
 
 if TYPE_CHECKING:
+    from ._health import HealthCheck
     from ._routes import ConnectionInfo
 
 log = Logger(namespace="demux")
@@ -248,11 +249,29 @@ class _ClientEnd(_RelayEnd):
         balancing gives, and relay to it.
         """
         self._candidates = self.target.pick(self.reactor.seconds())
+        if not self._candidates:
+            self._refuseAllDown()
+            return
         self._dialNext()
         if self._connector is not None or self._connecting is not None:
             # Still connecting: read nothing more from the client until there
             # is somewhere to send it.
             self.transport.pauseProducing()
+
+    def _refuseAllDown(self) -> None:
+        """
+        Every backend is down by its active health check: close the client's
+        connection, saying why, rather than dial backends known to be dead.
+        """
+        why = self.target.downReasons()
+        self.backendError = f"every backend is down by health check ({why})"
+        log.warn(
+            "{peer} route={route} refused: {why}",
+            peer=_peerText(self.peer),
+            route=self.routeName,
+            why=self.backendError,
+        )
+        self.transport.loseConnection()
 
     def _dialNext(self) -> None:
         backend = self._candidates.pop(0)
@@ -582,6 +601,11 @@ class _Health:
 
     downUntil: dict[str, float] = field(factory=dict)
     nextIndex: int = 0
+    checked: dict[str, tuple[bool, str]] = field(factory=dict)
+    """
+    By active health check (L{demux._health}), each checked backend's
+    state: whether it is up, and what its last check saw.
+    """
 
 
 BALANCE_MODES = ("first", "roundrobin")
@@ -615,6 +639,11 @@ class BackendTarget:
         passed over (unless every backend is).
     @ivar splice: whether to relay with C{splice(2)} where both ends are
         plain TCP sockets on Linux (the same semantics, less CPU).
+    @ivar check: the route's active health check, run by
+        L{demux._health.HealthService}; L{None} for passive checks only.
+        Backends down by it are never picked, and with all of them down
+        connections are refused; among the rest, those that failed lately
+        go last, as without it.
     """
 
     endpoint: IStreamClientEndpoint
@@ -627,6 +656,7 @@ class BackendTarget:
     balance: str = "first"
     retryAfter: float = DEFAULT_RETRY_AFTER
     splice: bool = True
+    check: HealthCheck | None = None
     _health: _Health = field(factory=_Health, eq=False, repr=False, alias="_health")
     backends: tuple[Backend, ...] = field(init=False, eq=False, repr=False)
     """
@@ -651,9 +681,41 @@ class BackendTarget:
             start = self._health.nextIndex % len(backends)
             self._health.nextIndex = start + 1
             backends = backends[start:] + backends[:start]
+        checked = self._health.checked
+        if checked:
+            backends = [
+                b for b in backends if checked.get(b.description, (True, ""))[0]
+            ]
         down = self._health.downUntil
         up = [b for b in backends if down.get(b.description, 0.0) <= now]
         return up + [b for b in backends if b not in up]
+
+    def setChecked(self, backend: Backend, up: bool, why: str) -> None:
+        """
+        Record what the active health check says of C{backend}; one found
+        up again is also forgiven its passive failures, since it answers.
+        """
+        previous = self._health.checked.get(backend.description)
+        self._health.checked[backend.description] = (up, why)
+        if up and previous is not None and not previous[0]:
+            self._health.downUntil.pop(backend.description, None)
+
+    def checkedState(self, backend: Backend) -> tuple[bool, str] | None:
+        """
+        The active health check's word on C{backend}: up or not and why, or
+        L{None} if it is not checked.
+        """
+        return self._health.checked.get(backend.description)
+
+    def downReasons(self) -> str:
+        """
+        Why each backend down by active check is, for a log line.
+        """
+        return "; ".join(
+            f"{description}: {why}"
+            for description, (up, why) in self._health.checked.items()
+            if not up
+        )
 
     def markDown(self, backend: Backend, now: float) -> None:
         self._health.downUntil[backend.description] = now + self.retryAfter

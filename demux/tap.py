@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from ._config import Config, configFromDict, listenSpec, loadConfig, routeFromArgument
 from ._errors import DemuxError
+from ._health import HealthService, IHealthObserver
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
 
@@ -211,9 +212,15 @@ class DemuxService(Service):
         self.reactor = reactor
         self.workers: Any = None
         self._previousHandler: Any = None
+        # Active health checks run in every process that routes, as each
+        # picks backends by its own view of them.
+        self.health = HealthService(
+            config.table, reactor, IHealthObserver(factory.observer, None)
+        )
 
     def startService(self) -> None:
         super().startService()
+        self.health.startService()
         self._previousHandler = signal.signal(signal.SIGHUP, self._onSignal)
         self.reactor.addSystemEventTrigger("after", "shutdown", self._exitCleanly)
 
@@ -259,6 +266,8 @@ class DemuxService(Service):
                 old=self.config.metrics,
             )
         self.config = config
+        # Checked state is handed to the new targets before they route.
+        self.health.setTable(config.table)
         self.factory.setTable(config.table)
         if self.workers is not None:
             self.workers.signal(signal.SIGHUP)
@@ -270,6 +279,7 @@ class DemuxService(Service):
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        self.health.stopService()
         if self._previousHandler is not None:
             signal.signal(signal.SIGHUP, self._previousHandler)
         return self.factory.drain(self.config.shutdownGrace)

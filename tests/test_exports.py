@@ -25,6 +25,7 @@ class ExportsTests(SynchronousTestCase):
                     "RouteTable", "UnknownMatcherError", "Verdict", "configFromDict",
                     "decide", "findMatcherFactory", "loadConfig", "matcherFactories",
                     "routeFromArgument",
+                    "HealthCheck", "HealthService", "IHealthCheck", "checkForMatch",
                 ]
             ),
         )
