@@ -216,7 +216,11 @@ def _target(
         splice = route.get("splice", True)
         if not isinstance(splice, bool):
             raise ConfigError(f"must be true or false, not {splice!r}", f"{where}: splice")
-        check = healthCheckFromRoute(route, where, sendProxy)
+        # A check has no incoming header to pass on: behind "pass" it sends
+        # a v2 LOCAL header, which every PROXY-protocol server takes.
+        check = healthCheckFromRoute(
+            route, where, 2 if sendProxy == "pass" else sendProxy
+        )
         return BackendTarget(
             backends[0].endpoint,
             backends[0].description,
