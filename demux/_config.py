@@ -44,6 +44,7 @@ from ._routes import (
     matcherFor,
 )
 from ._splice import POOL_KEEP
+from ._transparent import TransparentSource, backendAddress
 
 _TOP_KEYS = {
     "listen",
@@ -73,6 +74,7 @@ _ROUTE_KEYS = {
     "allow",
     "deny",
     "splice",
+    "transparent",
 }
 _BACKEND_ONLY = (
     "send_proxy",
@@ -81,6 +83,7 @@ _BACKEND_ONLY = (
     "idle_timeout",
     "connect_timeout",
     "splice",
+    "transparent",
 )
 
 DEFAULT_SHUTDOWN_GRACE = 10.0
@@ -209,6 +212,7 @@ def _target(
         splice = route.get("splice", True)
         if not isinstance(splice, bool):
             raise ConfigError(f"must be true or false, not {splice!r}", f"{where}: splice")
+        transparent = _transparent(route, backends, where)
         return BackendTarget(
             backends[0].endpoint,
             backends[0].description,
@@ -219,6 +223,7 @@ def _target(
             balance=balance,
             retryAfter=retryAfter,
             splice=splice,
+            transparent=transparent,
         )
     for key in _BACKEND_ONLY:
         if key in route:
@@ -242,6 +247,23 @@ def _target(
             f"{where}: local",
         )
     return LocalTarget(factory, f"local {name}")
+
+
+def _transparent(
+    route: Mapping[str, Any], backends: Sequence[Backend], where: str
+) -> TransparentSource | None:
+    value = route.get("transparent", False)
+    where = f"{where.removesuffix(': backend')}: transparent"
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, not {value!r}", where)
+    if not value:
+        return None
+    for backend in backends:
+        try:
+            backendAddress(backend.endpoint)
+        except ValueError as e:
+            raise ConfigError(f"{e} ({backend.description!r})", where) from None
+    return TransparentSource()
 
 
 def _networks(value: object, where: str) -> tuple[IPNetwork, ...]:

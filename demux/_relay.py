@@ -40,6 +40,7 @@ from ._proxyheader import makeHeader
 
 if TYPE_CHECKING:
     from ._routes import ConnectionInfo
+    from ._transparent import TransparentSource
 
 log = Logger(namespace="demux")
 
@@ -252,6 +253,19 @@ class _ClientEnd(_RelayEnd):
         self.backend = backend
         self.dialStarted = self.reactor.seconds()
         endpoint = backend.endpoint
+        if self.target.transparent is not None:
+            # From the client's address (see demux._transparent), or not at
+            # all: it has logged why not.
+            dial = self.target.transparent.dial(
+                endpoint, self.peer, self.routeName, _DirectFactory(self),
+                self._failed, self.target.connectTimeout, self.reactor,
+            )
+            if dial is None:
+                self.transport.loseConnection()
+                return
+            self._connector = dial
+            dial.start()
+            return
         if type(endpoint) is TCP4ClientEndpoint:
             # The common case, without the endpoint's wrapping protocol and
             # Deferreds: a connection costs less, and so does every read.
@@ -607,6 +621,8 @@ class BackendTarget:
         passed over (unless every backend is).
     @ivar splice: whether to relay with C{splice(2)} where both ends are
         plain TCP sockets on Linux (the same semantics, less CPU).
+    @ivar transparent: makes backend connections whose source is the
+        client's address, or L{None} to dial from this host's.
     """
 
     endpoint: IStreamClientEndpoint
@@ -619,6 +635,7 @@ class BackendTarget:
     balance: str = "first"
     retryAfter: float = DEFAULT_RETRY_AFTER
     splice: bool = True
+    transparent: TransparentSource | None = None
     _health: _Health = field(factory=_Health, eq=False, repr=False, alias="_health")
     backends: tuple[Backend, ...] = field(init=False, eq=False, repr=False)
     """
