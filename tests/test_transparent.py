@@ -4,9 +4,11 @@ options and bind, the preflight on canned outputs, and, as root in network
 namespaces of their own, a real C{twistd demux} whose backends see the
 client's address.
 
-The namespaces are C{dmx-tp-<pid>-front} (demux and its backends) and
-C{dmx-tp-<pid>-client}, joined by a veth pair on 10.232.1.0/24 and
-fd32:1::/64; the policy routing uses table 23201 and mark 0x2321 (the
+The namespaces are C{dmx-tp-<pid>-front} (demux and the backends on its
+host), C{dmx-tp-<pid>-client}, joined to it by a veth pair on 10.232.1.0/24
+and fd32:1::/64, and C{dmx-tp-<pid>-back} (a backend on another host, whose
+route to the clients is demux's host), on 10.232.2.0/24 and fd32:2::/64;
+the policy routing uses table 23201 and mark 0x2321 (the
 documented defaults).  Everything the tests add lives in those namespaces,
 so deleting them removes it all.
 """
@@ -537,39 +539,50 @@ def sh(*command: str, check: bool = True) -> str:
 
 class Network:
     """
-    Two namespaces, C{front} (demux, its backends and the policy routing)
-    and C{client}, on a veth pair.
+    Three namespaces: C{front} (demux, its local backends and the policy
+    routing), C{client} and C{back} (another host), each on a veth pair to
+    C{front}.
     """
 
     FRONT4, CLIENT4 = "10.232.1.1", "10.232.1.2"
     FRONT6, CLIENT6 = "fd32:1::1", "fd32:1::2"
+    GATEWAY4, BACK4 = "10.232.2.1", "10.232.2.2"
+    GATEWAY6, BACK6 = "fd32:2::1", "fd32:2::2"
     MARK, TABLE = 0x2321, 23201
 
     def __init__(self) -> None:
         pid = os.getpid()
         self.front = f"dmx-tp-{pid}-front"
         self.client = f"dmx-tp-{pid}-client"
-        self.ports: list[int] = []
+        self.back = f"dmx-tp-{pid}-back"
 
     def inFront(self, *command: str, check: bool = True) -> str:
         return sh("ip", "netns", "exec", self.front, *command, check=check)
 
     def create(self) -> None:
         pid = os.getpid()
-        sh("ip", "netns", "add", self.front)
-        sh("ip", "netns", "add", self.client)
+        for ns in (self.front, self.client, self.back):
+            sh("ip", "netns", "add", ns)
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
         # Interface names have at most 15 characters.
-        f, c = f"dtp{pid}f", f"dtp{pid}c"
+        f, c, g, b = (f"dtp{pid}{end}" for end in "fcgb")
         sh("ip", "link", "add", f, "netns", self.front, "type", "veth",
            "peer", "name", c, "netns", self.client)
+        sh("ip", "link", "add", g, "netns", self.front, "type", "veth",
+           "peer", "name", b, "netns", self.back)
         for ns, dev, v4, v6 in [
             (self.front, f, self.FRONT4, self.FRONT6),
             (self.client, c, self.CLIENT4, self.CLIENT6),
+            (self.front, g, self.GATEWAY4, self.GATEWAY6),
+            (self.back, b, self.BACK4, self.BACK6),
         ]:
-            sh("ip", "-n", ns, "link", "set", "lo", "up")
             sh("ip", "-n", ns, "addr", "add", f"{v4}/24", "dev", dev)
             sh("ip", "-n", ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")
             sh("ip", "-n", ns, "link", "set", dev, "up")
+        # The other host answers everyone through demux's host.
+        sh("ip", "-n", self.back, "route", "add", "default", "via", self.GATEWAY4)
+        sh("ip", "-n", self.back, "-6", "route", "add", "default", "via",
+           self.GATEWAY6)
 
     def addRules(self) -> None:
         for v in ("-4", "-6"):
@@ -585,15 +598,23 @@ class Network:
         self.inFront("sysctl", "-q", "-w", f"net.ipv4.conf.all.route_localnet={value}")
 
     def addMarks(self, backends: Sequence[tuple[str, int]]) -> None:
-        rules = "".join(
-            f"{'ip6' if ':' in host else 'ip'} saddr {host} tcp sport {port} "
-            f"meta mark set {self.MARK:#x}\n"
-            for host, port in backends
-        )
+        """
+        Mark the backends' replies: made here on output, those from the
+        other host on input, as docs/transparent.rst says.
+        """
+        rules: dict[bool, str] = {True: "", False: ""}
+        for host, port in backends:
+            rules[host in (self.BACK4, self.BACK6)] += (
+                f"  {'ip6' if ':' in host else 'ip'} saddr {host} tcp sport {port} "
+                f"meta mark set {self.MARK:#x}\n"
+            )
         script = (
             "table inet dmxtp {\n chain out {\n"
             "  type route hook output priority mangle;\n"
-            f"{rules} }}\n}}\n"
+            f"{rules[False]} }}\n"
+            " chain in {\n"
+            "  type filter hook prerouting priority mangle;\n"
+            f"{rules[True]} }}\n}}\n"
         )
         subprocess.run(
             ["ip", "netns", "exec", self.front, "nft", "-f", "-"],
@@ -605,7 +626,7 @@ class Network:
 
     def delete(self) -> None:
         # The veths, rules, routes, nft table and sysctls all go with them.
-        for ns in (self.front, self.client):
+        for ns in (self.front, self.client, self.back):
             sh("ip", "netns", "delete", ns, check=False)
 
 
@@ -668,6 +689,8 @@ def backends(net: Network) -> Iterator[dict[str, PeerServer]]:
         "veth4": PeerServer(net.front, net.FRONT4),
         "lo6": PeerServer(net.front, "::1"),
         "veth6": PeerServer(net.front, net.FRONT6),
+        "far4": PeerServer(net.back, net.BACK4),
+        "far6": PeerServer(net.back, net.BACK6),
     }
     try:
         yield servers
@@ -753,8 +776,9 @@ def demuxIn(net: Network, config: str, prefix: Sequence[str] = ()) -> Iterator[A
 
 def test_backendsSeeTheClient(network: Network) -> None:
     """
-    Loopback and veth backends, over IPv4 and IPv6, see the client's
-    address and port as the source of demux's connection.
+    Loopback and veth backends on demux's host and backends on another
+    host, over IPv4 and IPv6, see the client's address and port as the
+    source of demux's connection.
     """
     net = network
     with backends(net) as servers:
@@ -763,6 +787,7 @@ def test_backendsSeeTheClient(network: Network) -> None:
             for name, front in [
                 ("lo4", net.FRONT4), ("veth4", net.FRONT4),
                 ("lo6", net.FRONT6), ("veth6", net.FRONT6),
+                ("far4", net.FRONT4), ("far6", net.FRONT6),
             ]:
                 host, port, answer = ask(net, front, demux.port, name[:-1].encode() + b"\n")
                 assert answer == f"{host} {port}\n", (name, answer, demux.log())
