@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from attrs import define, field, frozen
-from twisted.internet.error import TimeoutError
+from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -178,7 +178,7 @@ class TransparentSource:
         failed: Callable[[Failure], None],
         timeout: float,
         clock: IReactorTime,
-    ) -> SocketDial | None:
+    ) -> _Attempt | None:
         """
         An unstarted attempt to reach C{endpoint} from the client's address,
         or L{None} (and a log line, at most one a minute for the route and
@@ -225,13 +225,15 @@ class TransparentSource:
                 )
             failed(reason)
 
-        return SocketDial(
+        return _Attempt(
             endpoint._reactor,
             (backend[1], backend[2]),
             factory,
             dialFailed,
             timeout,
-            sock=sock,
+            client,
+            sock,
+            self.makeSocket,
         )
 
     def warn(
@@ -262,6 +264,66 @@ class TransparentSource:
             route=route,
             transparent=kind,
         )
+
+
+class _Attempt:
+    """
+    One transparent connection attempt, which looks to the relay like the
+    connector C{connectTCP} returns (C{start}, C{state}, C{stopConnecting}).
+
+    If the connect fails because a connection from the client's address and
+    port to the backend is still closing here (C{TIME_WAIT}, when a client
+    reuses its port soon), it is tried once more from a port of the
+    kernel's choosing: that is one client's bad luck, not the backend's
+    failure, and must not mark the backend down for everyone.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        address: tuple[str, int],
+        factory: Any,
+        failed: Callable[[Failure], None],
+        timeout: float,
+        client: Address,
+        sock: socket.socket,
+        makeSocket: Callable[[int], socket.socket] | None,
+    ) -> None:
+        self._args = (reactor, address, factory, self._failed, timeout)
+        self._onFailed = failed
+        self._client = client
+        self._makeSocket = makeSocket
+        self._retry = client[2] != 0
+        self._dial = SocketDial(*self._args, sock=sock)
+
+    @property
+    def state(self) -> str:
+        return self._dial.state
+
+    def start(self) -> None:
+        self._dial.start()
+
+    def stopConnecting(self) -> None:
+        self._dial.stopConnecting()
+
+    def _failed(self, reason: Failure) -> None:
+        if (
+            self._retry
+            and reason.check(ConnectError)
+            and getattr(reason.value, "osError", None)
+            in (errno.EADDRNOTAVAIL, errno.EADDRINUSE)
+        ):
+            self._retry = False
+            family, host, _ = self._client
+            try:
+                sock = transparentSocket((family, host, 0), self._makeSocket)
+            except OSError:
+                self._onFailed(reason)
+                return
+            self._dial = SocketDial(*self._args, sock=sock)
+            self._dial.start()
+            return
+        self._onFailed(reason)
 
 
 def _version(family: int) -> int:

@@ -71,9 +71,14 @@ class FakeSocket:
     """
 
     def __init__(
-        self, family: int, busy: Sequence[int] = (), optError: int | None = None
+        self,
+        family: int,
+        busy: Sequence[int] = (),
+        optError: int | None = None,
+        connectError: int = errno.EINPROGRESS,
     ) -> None:
         self.family = family
+        self.connectError = connectError
         self.busy = busy
         self.optError = optError
         self.options: list[tuple[int, int, int]] = []
@@ -97,6 +102,9 @@ class FakeSocket:
 
     def connect_ex(self, address: tuple[str, int]) -> int:
         self.connects.append(address)
+        # The 4-tuple clash only happens from the client's own port.
+        if self.bound[-1][1] != 0:
+            return self.connectError
         return errno.EINPROGRESS
 
     def fileno(self) -> int:
@@ -222,6 +230,74 @@ class DialTests(SynchronousTestCase):
         self.assertEqual(dial.state, "connecting")
         dial.stopConnecting()
         self.assertTrue(sock.closed)
+
+    def test_clientPortStillClosing(self) -> None:
+        """
+        A connect from the client's port that clashes with a connection
+        still closing is tried once more from another port, and the
+        backend is not reported as failed.
+        """
+        maker = SocketMaker(connectError=errno.EADDRNOTAVAIL)
+        source = TransparentSource(maker)
+        reactor = MemoryReactorClock()
+        failures: list[Any] = []
+        endpoint = TCP4ClientEndpoint(reactor, "10.0.0.1", 22)
+        dial = source.dial(
+            endpoint, IPv4Address("TCP", "192.0.2.7", 4000), "ssh", None,
+            failures.append, 5.0, reactor,
+        )
+        assert dial is not None
+        dial.start()
+        self.assertEqual(
+            [s.bound for s in maker.made],
+            [[("192.0.2.7", 4000)], [("192.0.2.7", 0)]],
+        )
+        self.assertTrue(maker.made[0].closed)
+        self.assertEqual(maker.made[1].connects, [("10.0.0.1", 22)] * 2)
+        self.assertEqual(failures, [])
+        self.assertEqual(dial.state, "connecting")
+        dial.stopConnecting()
+        self.assertTrue(maker.made[1].closed)
+
+    def test_otherConnectErrors(self) -> None:
+        maker = SocketMaker(connectError=errno.ECONNREFUSED)
+        source = TransparentSource(maker)
+        reactor = MemoryReactorClock()
+        failures: list[Any] = []
+        endpoint = TCP4ClientEndpoint(reactor, "10.0.0.1", 22)
+        dial = source.dial(
+            endpoint, IPv4Address("TCP", "192.0.2.7", 4000), "ssh", None,
+            failures.append, 5.0, reactor,
+        )
+        assert dial is not None
+        dial.start()
+        self.assertEqual(len(maker.made), 1)
+        self.assertEqual(len(failures), 1)
+        self.assertEqual(dial.state, "disconnected")
+
+    def test_timeoutHint(self) -> None:
+        """
+        A backend that never answers a transparent connect most likely
+        answered the client instead: the log says where to look, once.
+        """
+        source = TransparentSource(SocketMaker())
+        reactor = MemoryReactorClock()
+        failures: list[Any] = []
+        endpoint = TCP4ClientEndpoint(reactor, "10.0.0.1", 22)
+        with capturedLogs() as events:
+            for _ in range(2):
+                dial = source.dial(
+                    endpoint, IPv4Address("TCP", "192.0.2.7", 4000), "ssh", None,
+                    failures.append, 5.0, reactor,
+                )
+                assert dial is not None
+                dial.start()
+                reactor.advance(5)
+        self.assertEqual(len(failures), 2)
+        texts = [e["text"] for e in events if "text" in e]
+        self.assertEqual(len(texts), 1, texts)
+        self.assertIn("are its replies marked and routed back to demux?", texts[0])
+        self.assertNotIn("refused", texts[0])
 
     def test_refusedOnceAMinute(self) -> None:
         source = TransparentSource(SocketMaker(optError=errno.EPERM))
