@@ -256,15 +256,15 @@ class _ClientEnd(_RelayEnd):
         if self.target.transparent is not None:
             # From the client's address (see demux._transparent), or not at
             # all: it has logged why not.
-            dial = self.target.transparent.dial(
+            attempt = self.target.transparent.dial(
                 endpoint, self.peer, self.routeName, _DirectFactory(self),
                 self._failed, self.target.connectTimeout, self.reactor,
             )
-            if dial is None:
+            if attempt is None:
                 self.transport.loseConnection()
                 return
-            self._connector = dial
-            dial.start()
+            self._connector = attempt
+            attempt.start()
             return
         if type(endpoint) is TCP4ClientEndpoint:
             # The common case, without the endpoint's wrapping protocol and
