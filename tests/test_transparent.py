@@ -511,6 +511,25 @@ class PreflightTests(SynchronousTestCase):
         [what] = machine.missing((V4, "192.0.2.5", 22))
         self.assertIn("on another host", what)
 
+    def test_socketMatch(self) -> None:
+        """
+        The kernel's TPROXY recipe, one rule for every transparent socket's
+        packets, counts for a backend on another host.
+        """
+        machine = Machine()
+        machine.nft = {"nftables": [
+            {"chain": {"family": "inet", "table": "t", "name": "c", "type": "filter",
+                       "hook": "prerouting"}},
+            {"rule": {"family": "inet", "table": "t", "chain": "c", "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}},
+                           "right": "tcp"}},
+                {"match": {"op": "==", "left": {"socket": {"key": "transparent"}},
+                           "right": 1}},
+                {"mangle": {"key": {"meta": {"key": "mark"}}, "value": 0x2321}},
+            ]}},
+        ]}
+        self.assertEqual(machine.missing((V4, "192.0.2.5", 22)), [])
+
     def test_iptables(self) -> None:
         backend = (V4, "127.0.0.1", 22)
         save = (
