@@ -33,13 +33,15 @@ from typing import Any, TypeVar
 import pytest
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from demux._config import configFromDict
 from demux._errors import ConfigError
 from demux._plugins import matcherFactories
+from demux._relay import BackendTarget
+from demux._routes import ConnectionInfo
 from demux._transparent import (
     DEFAULT_MARK,
     DEFAULT_TABLE,
@@ -327,6 +329,38 @@ class DialTests(SynchronousTestCase):
         self.assertEqual(maker.made, [])
         texts = [e["text"] for e in events if "text" in e]
         self.assertIn("an IPv4 client cannot be the source", texts[0])
+
+
+class RelayTests(SynchronousTestCase):
+    """
+    A transparent L{BackendTarget} dials through its source, and closes the
+    client's connection when the source refuses.
+    """
+
+    def handOff(self, maker: SocketMaker) -> StringTransport:
+        reactor = MemoryReactorClock()
+        target = BackendTarget(
+            TCP4ClientEndpoint(reactor, "10.0.0.1", 22), "tcp:10.0.0.1:22",
+            transparent=TransparentSource(maker),
+        )
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "192.0.2.7", 4000))
+        info = ConnectionInfo(reactor, transport.getPeer(), transport.getHost(), "ssh")
+        with capturedLogs():
+            target.handOff(transport, b"SSH-2.0-x\r\n", info)
+        return transport
+
+    def test_dials(self) -> None:
+        maker = SocketMaker()
+        transport = self.handOff(maker)
+        [sock] = maker.made
+        self.assertEqual(sock.bound, [("192.0.2.7", 4000)])
+        self.assertEqual(sock.connects[0], ("10.0.0.1", 22))
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(transport.producerState, "paused")
+
+    def test_refuses(self) -> None:
+        transport = self.handOff(SocketMaker(optError=errno.EPERM))
+        self.assertTrue(transport.disconnecting)
 
 
 class ConfigTests(SynchronousTestCase):
