@@ -46,6 +46,7 @@ from ._routes import (
     matcherFor,
 )
 from ._splice import POOL_KEEP
+from ._transparent import TransparentSource, backendAddress
 
 _TOP_KEYS = {
     "listen",
@@ -76,6 +77,7 @@ _ROUTE_KEYS = {
     "deny",
     "splice",
     *CHECK_KEYS,
+    "transparent",
 }
 _BACKEND_ONLY = (
     "send_proxy",
@@ -85,6 +87,7 @@ _BACKEND_ONLY = (
     "connect_timeout",
     "splice",
     *CHECK_KEYS,
+    "transparent",
 )
 
 DEFAULT_SHUTDOWN_GRACE = 10.0
@@ -221,6 +224,7 @@ def _target(
         check = healthCheckFromRoute(
             route, where, 2 if sendProxy == "pass" else sendProxy
         )
+        transparent = _transparent(route, backends, where)
         return BackendTarget(
             backends[0].endpoint,
             backends[0].description,
@@ -232,6 +236,7 @@ def _target(
             retryAfter=retryAfter,
             splice=splice,
             check=check,
+            transparent=transparent,
         )
     for key in _BACKEND_ONLY:
         if key in route:
@@ -255,6 +260,23 @@ def _target(
             f"{where}: local",
         )
     return LocalTarget(factory, f"local {name}")
+
+
+def _transparent(
+    route: Mapping[str, Any], backends: Sequence[Backend], where: str
+) -> TransparentSource | None:
+    value = route.get("transparent", False)
+    where = f"{where.removesuffix(': backend')}: transparent"
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, not {value!r}", where)
+    if not value:
+        return None
+    for backend in backends:
+        try:
+            backendAddress(backend.endpoint)
+        except ValueError as e:
+            raise ConfigError(f"{e} ({backend.description!r})", where) from None
+    return TransparentSource()
 
 
 def _networks(value: object, where: str) -> tuple[IPNetwork, ...]:

@@ -44,6 +44,9 @@ class SocketDial:
     One connection attempt to C{address}; it gives C{factory}'s protocol a
     connected transport, or calls C{failed} with why not.
 
+    With C{sock}, it connects that socket (already made and bound, of
+    either family: a transparent one) instead of a new IPv4 socket.
+
     It looks like the connector C{connectTCP} returns as far as the relay
     cares: a C{state} that is C{"connecting"} until the attempt ends, and
     C{stopConnecting()} to abandon it.
@@ -59,6 +62,7 @@ class SocketDial:
         failed: Any,
         timeout: float,
         bindAddress: tuple[str | bytes, int] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self._reactor = reactor
         self._address = address
@@ -66,6 +70,9 @@ class SocketDial:
         self._failed = failed
         self._timeout = timeout
         self._bindAddress = bindAddress
+        # A socket already made and bound (a transparent one, of either
+        # family), to connect instead of a new IPv4 socket.
+        self._prepared = sock
         self._socket: socket.socket | None = None
         self._timer: IDelayedCall | None = None
         self._watching = False
@@ -74,11 +81,14 @@ class SocketDial:
         """
         Connect, and finish at once if the handshake is already over.
         """
-        try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        except OSError as e:
-            self._end(Failure(error.ConnectError(string=str(e))))
-            return
+        sock = self._prepared
+        self._prepared = None
+        if sock is None:
+            try:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            except OSError as e:
+                self._end(Failure(error.ConnectError(string=str(e))))
+                return
         sock.setblocking(False)
         self._socket = sock
         if self._bindAddress is not None:
@@ -115,7 +125,7 @@ class SocketDial:
             # The reactor's transport gets its own descriptor for the socket,
             # and the protocol's connectionMade runs before this returns.
             self._reactor.adoptStreamConnection(
-                sock.fileno(), socket.AF_INET, self._factory
+                sock.fileno(), sock.family, self._factory
             )
         except OSError as e:
             # The connection died between connect() and adoption.
@@ -131,9 +141,10 @@ class SocketDial:
     def _close(self) -> None:
         self._stopWatching()
         self.state = "disconnected"
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        for sock in (self._socket, self._prepared):
+            if sock is not None:
+                sock.close()
+        self._socket = self._prepared = None
 
     def _stopWatching(self) -> None:
         if self._watching:

@@ -41,6 +41,7 @@ from ._interfaces import ITarget
 if TYPE_CHECKING:
     from ._health import HealthCheck
     from ._routes import ConnectionInfo
+    from ._transparent import TransparentSource
 
 log = Logger(namespace="demux")
 
@@ -278,6 +279,19 @@ class _ClientEnd(_RelayEnd):
         self.backend = backend
         self.dialStarted = self.reactor.seconds()
         endpoint = backend.endpoint
+        if self.target.transparent is not None:
+            # From the client's address (see demux._transparent), or not at
+            # all: it has logged why not.
+            attempt = self.target.transparent.dial(
+                endpoint, self.peer, self.routeName, _DirectFactory(self),
+                self._failed, self.target.connectTimeout, self.reactor,
+            )
+            if attempt is None:
+                self.transport.loseConnection()
+                return
+            self._connector = attempt
+            attempt.start()
+            return
         if type(endpoint) is TCP4ClientEndpoint:
             # The common case, without the endpoint's wrapping protocol and
             # Deferreds: a connection costs less, and so does every read.
@@ -644,6 +658,8 @@ class BackendTarget:
         Backends down by it are never picked, and with all of them down
         connections are refused; among the rest, those that failed lately
         go last, as without it.
+    @ivar transparent: makes backend connections whose source is the
+        client's address, or L{None} to dial from this host's.
     """
 
     endpoint: IStreamClientEndpoint
@@ -657,6 +673,7 @@ class BackendTarget:
     retryAfter: float = DEFAULT_RETRY_AFTER
     splice: bool = True
     check: HealthCheck | None = None
+    transparent: TransparentSource | None = None
     _health: _Health = field(factory=_Health, eq=False, repr=False, alias="_health")
     backends: tuple[Backend, ...] = field(init=False, eq=False, repr=False)
     """

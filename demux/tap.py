@@ -140,7 +140,12 @@ class Options(usage.Options):
                 f"configuration OK: {len(config.table.routes)} routes ({names}); "
                 f"listening on {', '.join(config.listen)}"
             )
-            raise SystemExit(0)
+            from ._transparent import report
+
+            missing = report(config.table)
+            for line in missing:
+                print(line)
+            raise SystemExit(1 if missing else 0)
 
     def _load(self, reactor: Any, factories: Any) -> Config:
         if self["routes"]:
