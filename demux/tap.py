@@ -22,6 +22,7 @@ from twisted.python import usage
 
 from ._config import Config, configFromDict, listenSpec, loadConfig, routeFromArgument
 from ._errors import DemuxError
+from ._lint import lint
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
 
@@ -139,6 +140,8 @@ class Options(usage.Options):
                 f"configuration OK: {len(config.table.routes)} routes ({names}); "
                 f"listening on {', '.join(config.listen)}"
             )
+            for warning in lint(config.table, config.matchTables):
+                print(f"demux: warning: {warning}")
             raise SystemExit(0)
 
     def _load(self, reactor: Any, factories: Any) -> Config:
@@ -260,6 +263,7 @@ class DemuxService(Service):
             )
         self.config = config
         self.factory.setTable(config.table)
+        _logWarnings(config)
         if self.workers is not None:
             self.workers.signal(signal.SIGHUP)
         log.info(
@@ -283,6 +287,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     config: Config = options["demux"]
+    _logWarnings(config)
     service = MultiService()
     observer = None
     if config.metrics is not None:
@@ -326,6 +331,14 @@ def makeService(options: Options) -> IService:
         pool.setServiceParent(service)
         demuxService.workers = pool
     return service
+
+
+def _logWarnings(config: Config) -> None:
+    """
+    Log what in C{config} can never take effect, as C{--check} prints it.
+    """
+    for warning in lint(config.table, config.matchTables):
+        log.warn("configuration warning: {warning}", warning=warning)
 
 
 def _withoutWorkers(arguments: list[str]) -> list[str]:
