@@ -133,6 +133,9 @@ class Options(usage.Options):
             self["demux"] = self._load(reactor, factories)
         except DemuxError as e:
             _fail(str(e))
+        twistd = getattr(self, "parent", None)
+        if twistd is not None:
+            self._checkStart(twistd)
         if self["check"]:
             config: Config = self["demux"]
             names = ", ".join(route.name for route in config.table.routes)
@@ -143,6 +146,36 @@ class Options(usage.Options):
             for warning in lint(config.table, config.matchTables):
                 print(f"demux: warning: {warning}")
             raise SystemExit(0)
+
+    def _checkStart(self, twistd: Any) -> None:
+        """
+        Check what the configuration cannot say: that systemd passed the
+        sockets the C{systemd:} listen strings ask for, and, unless only
+        checking, that twistd's C{--pidfile} can be written and its C{--uid}
+        exists, so that twistd does not stop later with a traceback.
+
+        @param twistd: twistd's own options (this subcommand's parent).
+        """
+        from ._startup import passedSockets, pidfileError, systemdErrors, userError
+
+        config: Config = self["demux"]
+        if self["listen"]:
+            where = "--listen"
+        elif self["config"]:
+            where = f"{self['config']}: listen"
+        else:
+            where = "listen"
+        for error in systemdErrors(
+            config.listen, where, passedSockets(), self["check"]
+        ):
+            _fail(error)
+        if self["check"]:
+            return
+        problem = userError(twistd.get("uid"), twistd.get("gid"))
+        if problem is None and not twistd.get("chroot"):
+            problem = pidfileError(twistd.get("pidfile"))
+        if problem is not None:
+            _fail(problem)
 
     def _load(self, reactor: Any, factories: Any) -> Config:
         if self["routes"]:
