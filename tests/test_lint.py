@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ipaddress
 import subprocess
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.testing import MemoryReactorClock
@@ -19,6 +18,7 @@ from demux._lint import lint
 
 from ._fakes import RecordingFactory, ScriptedMatcher
 from ._process import runDemux, twistdCommand
+from .test_startup import temporaryDirectory
 
 
 def route(name: str, **extra: Any) -> dict[str, Any]:
@@ -263,7 +263,7 @@ class TwistdTests(SynchronousTestCase):
     """
 
     def test_check(self) -> None:
-        path = Path(self.mktemp())
+        path = temporaryDirectory(self) / "demux.toml"
         path.write_text(CONFIG.replace("{port}", "0"))
         result = subprocess.run(
             twistdCommand("-n", "--pidfile=", "demux", "--config", str(path), "--check"),

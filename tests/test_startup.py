@@ -7,8 +7,10 @@ C{--uid}.  The checks in memory, then each message from a real C{twistd}.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,6 +28,16 @@ from ._process import twistdCommand
 from ._servers import TagServer
 
 INDEX0 = "systemd:domain=INET:index=0"
+
+
+def temporaryDirectory(case: SynchronousTestCase) -> Path:
+    """
+    A new directory, removed after C{case}'s test (not trial's C{mktemp},
+    which writes under the directory the tests are run from).
+    """
+    directory = Path(tempfile.mkdtemp(prefix="demux-test-"))
+    case.addCleanup(shutil.rmtree, directory, True)
+    return directory
 
 
 def passed(env: dict[str, str], count: int = 0, pid: int = 42) -> PassedSockets:
@@ -127,8 +139,7 @@ class PidfileAndUserTests(SynchronousTestCase):
     def test_pidfile(self) -> None:
         self.assertIsNone(pidfileError(None))
         self.assertIsNone(pidfileError(""))
-        directory = Path(self.mktemp())
-        directory.mkdir()
+        directory = temporaryDirectory(self)
         good = directory / "x.pid"
         self.assertIsNone(pidfileError(str(good)))
         # The check leaves nothing behind for twistd to trip on.
@@ -178,7 +189,7 @@ class TwistdTests(SynchronousTestCase):
         return result.returncode, (result.stdout + result.stderr).decode()
 
     def config(self, port: int = 1) -> str:
-        path = Path(self.mktemp())
+        path = temporaryDirectory(self) / "demux.toml"
         path.write_text(ANY_CONFIG % port)
         return str(path)
 
@@ -253,7 +264,7 @@ class TwistdTests(SynchronousTestCase):
         self.assertNotIn("Traceback", out)
 
     def test_pidfile(self) -> None:
-        missing = Path(self.mktemp()).absolute() / "dir" / "x.pid"
+        missing = temporaryDirectory(self) / "dir" / "x.pid"
         status, output = self.twistd(
             ["-n", "--pidfile", str(missing)],
             ["--listen", "tcp:0", "--route", "a any tcp:127.0.0.1:1"],
