@@ -120,10 +120,12 @@ def _why(passed: PassedSockets) -> str:
     if "LISTEN_FDS" not in env:
         return "LISTEN_FDS is not set"
     fds = env["LISTEN_FDS"]
-    if env.get("LISTEN_PID") != str(passed.pid):
+    if "LISTEN_PID" not in env:
+        return f"LISTEN_FDS={fds} but LISTEN_PID is not set"
+    if env["LISTEN_PID"] != str(passed.pid):
         return (
-            f"LISTEN_FDS={fds} is for process {env.get('LISTEN_PID', '(no LISTEN_PID)')}, "
-            f"not this one ({passed.pid})"
+            f"LISTEN_FDS={fds} is for process {env['LISTEN_PID']}, not this one "
+            f"({passed.pid})"
         )
     if "LISTEN_FDNAMES" not in env:
         return (

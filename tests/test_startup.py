@@ -102,6 +102,9 @@ class SystemdErrorTests(SynchronousTestCase):
         env = {"LISTEN_PID": "7", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "demux"}
         [error] = systemdErrors([INDEX0], "listen", passed(env), False)
         self.assertIn("(LISTEN_FDS=1 is for process 7, not this one (42))", error)
+        del env["LISTEN_PID"]
+        [error] = systemdErrors([INDEX0], "listen", passed(env), False)
+        self.assertIn("(LISTEN_FDS=1 but LISTEN_PID is not set)", error)
 
     def test_indexBeyond(self) -> None:
         env = {"LISTEN_PID": "42", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "demux"}
