@@ -288,3 +288,33 @@ class TwistdTests(SynchronousTestCase):
         with runDemux(CONFIG) as demux:
             log = demux.waitForLog("configuration warning: route 'ssh'")
         self.assertEqual(log.count("configuration warning: "), 2, log)
+
+
+class ReloadTests(SynchronousTestCase):
+    """
+    A reload logs the new configuration's warnings, as start-up does.
+    """
+
+    def test_reload(self) -> None:
+        from twisted.logger import LogEvent, globalLogPublisher
+
+        from demux import DemuxFactory
+        from demux.tap import DemuxService
+
+        reactor = MemoryReactorClock()
+
+        def load(*routes: dict[str, Any]) -> Any:
+            return configFromDict({"listen": ["tcp:0"], "routes": list(routes)}, reactor)
+
+        first = load(route("ssh", match=SSH))
+        second = load(route("rest", match=ANY), route("ssh", match=SSH))
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        factory = DemuxFactory(first.table, reactor)
+        DemuxService(factory, first, lambda: second, reactor).reload()
+        warned = [e["warning"] for e in events if "warning" in e]
+        self.assertEqual(
+            warned,
+            ["route 'ssh' can never be taken: route 'rest' before it matches every connection"],
+        )
