@@ -42,7 +42,7 @@ class DemuxProtocol(Protocol):
 
     The wait is bounded twice: by the table's C{inspectDelay} (a timer on the
     injected clock) and by its C{maxPeek}; when either runs out, or the client
-    stops sending, the routes still undecided count as no.
+    stops sending, L{decide} settles the routes still undecided.
     """
 
     # A TCP-like transport: ITCPTransport, IPushProducer and IConsumer.
@@ -142,13 +142,15 @@ class DemuxProtocol(Protocol):
             final=True, why=f"no decision within {self.table.inspectDelay:g}s"
         )
 
-    def _consider(self, final: bool, why: str) -> None:
+    def _consider(self, final: bool, why: str, clientDone: bool = False) -> None:
         if self.expectProxyHeader:
             if final:
                 self._refuse(f"{why}; no complete PROXY protocol header")
             return
         failures: list[tuple[str, Exception]] = []
-        decision = decide(self.table, self.peek, final, self.sourceIP, failures)
+        decision = decide(
+            self.table, self.peek, final, self.sourceIP, failures, clientDone
+        )
         for name, error in failures:
             log.debug(
                 "{peer} route={route}: its matcher failed on {peeked} bytes "
@@ -237,7 +239,7 @@ class DemuxProtocol(Protocol):
         if self.downstream is not None:
             self._halfCloseDownstream()
         elif not self.decided:
-            self._consider(final=True, why="client stopped sending")
+            self._consider(final=True, why="client stopped sending", clientDone=True)
 
     def writeConnectionLost(self) -> None:
         halfCloseable = IHalfCloseableProtocol(self.downstream, None)

@@ -117,8 +117,9 @@ class RouteTable:
     @ivar inspectDelay: seconds a connection may take to be decided.
     @ivar maxPeek: the most bytes read before deciding.
     @ivar onTimeout: the name of the route taken by a connection still
-        undecided when the delay or the byte cap runs out, or L{None} to close
-        it.
+        undecided when the delay or the byte cap runs out, before any later
+        route that matches; L{None}: the routes still waiting count as no
+        (see L{decide}).
     @ivar maxConnections: the most connections open at once, decided or
         not; more are accepted and closed at once.  L{None}: no cap.
     @ivar maxConnectionsPerSource: the most open at once from one source
@@ -265,20 +266,34 @@ def decide(
     final: bool,
     source: IPAddress | None = None,
     failures: list[tuple[str, Exception]] | None = None,
+    clientDone: bool = False,
 ) -> Decision | None:
     """
     Decide a connection's route from its first bytes, or say it is too soon.
 
     A route wins only when it matches and every route before it has said no:
     while an earlier route still needs bytes, the answer is L{None} (wait).
-    When C{final} (the delay ran out, the byte cap was reached or the client
-    stopped sending), routes still undecided count as no and, if any route
-    was still undecided, the table's C{onTimeout} route takes the connection
-    (a client that waits for the server to speak first).  A connection every
-    route has refused outright is refused, final or not.  A route whose
+
+    C{final} says the wait is over: the delay ran out, the byte cap was
+    reached, or (C{clientDone}) the client stopped sending.  A connection
+    that some route is still waiting for, before any route that matches, is
+    I{undecided}.  When the wait ended on demux's side (the delay or the
+    cap), an undecided connection goes to the table's C{onTimeout} route if
+    it has one, before any later route that matches: it is a client that
+    waits for the server to speak first, or one that stopped short of what a
+    route needs.  Without C{onTimeout}, or when the client stopped sending
+    (no more bytes can come, so a route still waiting has in effect said
+    no), the routes still waiting count as no, and the first route after
+    them that matches wins.
+
+    A connection every route has refused goes to the first route that
+    matches (a catch-all) or is refused, final or not.  A route whose
     C{sources} do not admit C{source}, the client's address, counts as no.
     """
     undecided = False
+    timeoutRoute = None
+    if final and not clientDone and table.onTimeout is not None:
+        timeoutRoute = table.route(table.onTimeout)
     for route in table.routes:
         if route.sources is not None and not route.sources.admits(source):
             continue
@@ -299,9 +314,13 @@ def decide(
         if verdict is NEED_MORE:
             if not final:
                 return None
+            if timeoutRoute is not None:
+                return Decision(
+                    timeoutRoute, f"undecided ({route.name} waits), on_timeout"
+                )
             undecided = True
-    if undecided and table.onTimeout is not None:
-        return Decision(table.route(table.onTimeout), "undecided, on_timeout")
+    if undecided and clientDone:
+        return Decision(None, "undecided when the client stopped sending", "no match")
     if undecided:
         return Decision(None, "undecided when the wait ended", "timeout")
     return Decision(None, "no route matched", "no match")

@@ -23,6 +23,7 @@ from twisted.python import usage
 from ._config import Config, configFromDict, listenSpec, loadConfig, routeFromArgument
 from ._errors import DemuxError
 from ._health import HealthService, IHealthObserver
+from ._lint import lint
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
 
@@ -133,6 +134,9 @@ class Options(usage.Options):
             self["demux"] = self._load(reactor, factories)
         except DemuxError as e:
             _fail(str(e))
+        twistd = getattr(self, "parent", None)
+        if twistd is not None:
+            self._checkStart(twistd)
         if self["check"]:
             config: Config = self["demux"]
             names = ", ".join(route.name for route in config.table.routes)
@@ -140,12 +144,44 @@ class Options(usage.Options):
                 f"configuration OK: {len(config.table.routes)} routes ({names}); "
                 f"listening on {', '.join(config.listen)}"
             )
+            for warning in lint(config.table, config.matchTables):
+                print(f"demux: warning: {warning}")
             from ._transparent import report
 
             missing = report(config.table)
             for line in missing:
                 print(line)
             raise SystemExit(1 if missing else 0)
+
+    def _checkStart(self, twistd: Any) -> None:
+        """
+        Check what the configuration cannot say: that systemd passed the
+        sockets the C{systemd:} listen strings ask for, and, unless only
+        checking, that twistd's C{--pidfile} can be written and its C{--uid}
+        exists, so that twistd does not stop later with a traceback.
+
+        @param twistd: twistd's own options (this subcommand's parent).
+        """
+        from ._startup import passedSockets, pidfileError, systemdErrors, userError
+
+        config: Config = self["demux"]
+        if self["listen"]:
+            where = "--listen"
+        elif self["config"]:
+            where = f"{self['config']}: listen"
+        else:
+            where = "listen"
+        for error in systemdErrors(
+            config.listen, where, passedSockets(), self["check"]
+        ):
+            _fail(error)
+        if self["check"]:
+            return
+        problem = userError(twistd.get("uid"), twistd.get("gid"))
+        if problem is None and not twistd.get("chroot"):
+            problem = pidfileError(twistd.get("pidfile"))
+        if problem is not None:
+            _fail(problem)
 
     def _load(self, reactor: Any, factories: Any) -> Config:
         if self["routes"]:
@@ -274,6 +310,7 @@ class DemuxService(Service):
         # Checked state is handed to the new targets before they route.
         self.health.setTable(config.table)
         self.factory.setTable(config.table)
+        _logWarnings(config)
         if self.workers is not None:
             self.workers.signal(signal.SIGHUP)
         log.info(
@@ -298,6 +335,7 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     config: Config = options["demux"]
+    _logWarnings(config)
     service = MultiService()
     observer = None
     if config.metrics is not None:
@@ -341,6 +379,14 @@ def makeService(options: Options) -> IService:
         pool.setServiceParent(service)
         demuxService.workers = pool
     return service
+
+
+def _logWarnings(config: Config) -> None:
+    """
+    Log what in C{config} can never take effect, as C{--check} prints it.
+    """
+    for warning in lint(config.table, config.matchTables):
+        log.warn("configuration warning: {warning}", warning=warning)
 
 
 def _withoutWorkers(arguments: list[str]) -> list[str]:
