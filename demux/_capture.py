@@ -233,6 +233,12 @@ def parseHexDump(blob: bytes) -> tuple[bytes, str]:
         raise CaptureError("the hex dump is empty")
     first = lines[0][1].split()
     if _looksPlain(lines):
+        for number, line in lines:
+            if line.strip() == "*":
+                raise CaptureError(
+                    f"bad hex: line {number} is a * (repeated lines left out) "
+                    "in a dump without offsets to fill it in (use od -v)"
+                )
         digits = "".join(
             word.removeprefix("0x").removeprefix("0X")
             for _, line in lines
@@ -270,10 +276,10 @@ def _looksPlain(lines: list[tuple[int, str]]) -> bool:
 
 
 def _offsetDump(lines: list[tuple[int, str]], style: str) -> tuple[bytes, str]:
-    rows: list[tuple[int, str, int | None, bytes | None]] = []
+    rows: list[tuple[str, bytes | None]] = []
     for number, line in lines:
         if line.strip() == "*":
-            rows.append((number, "*", None, None))
+            rows.append(("*", None))
             continue
         if style == "xxd":
             head, _, rest = line.partition(":")
@@ -295,19 +301,22 @@ def _offsetDump(lines: list[tuple[int, str]], style: str) -> tuple[bytes, str]:
             )
         if _HEX.fullmatch(digits or "0") is None or len(digits) % 2:
             raise CaptureError(f"bad hex: line {number} is not whole hex bytes")
-        rows.append((number, head, None, bytes.fromhex(digits)))
-    for base in (16, 8, 10):
+        rows.append((head, bytes.fromhex(digits)))
+    # xxd and hexdump -C count in hex; od in octal unless told otherwise
+    # (-Ax, -Ad), and octal first, since with a * line a hex reading of
+    # octal offsets can also add up.
+    bases = (16,) if style != "od" else (8, 16, 10)
+    for base in bases:
         data = _assemble(rows, base)
         if data is not None:
             return data, style
     raise CaptureError(
-        "bad hex: the offsets do not follow the bytes in any base (16, 8 or 10)"
+        "bad hex: the offsets do not count the bytes before them in base "
+        + " or ".join(str(b) for b in bases)
     )
 
 
-def _assemble(
-    rows: list[tuple[int, str, int | None, bytes | None]], base: int
-) -> bytes | None:
+def _assemble(rows: list[tuple[str, bytes | None]], base: int) -> bytes | None:
     """
     The bytes of a dump's rows if every offset, read in C{base}, is where
     the bytes before it end (after filling in C{*} rows); else L{None}.
@@ -315,7 +324,7 @@ def _assemble(
     out = bytearray()
     previous: bytes | None = None
     pending = False
-    for _, head, _, chunk in rows:
+    for head, chunk in rows:
         if head == "*":
             if previous is None:
                 return None
