@@ -17,7 +17,7 @@ import struct
 import sys
 from collections.abc import Iterator, Sequence
 
-from attrs import field, frozen
+from attrs import frozen
 
 from ._errors import DemuxError
 from ._routes import IPAddress
@@ -79,7 +79,7 @@ class Capture:
     transport: str | None = None
     client: Endpoint | None = None
     server: Endpoint | None = None
-    notes: tuple[str, ...] = field(default=(), converter=tuple)
+    notes: tuple[str, ...] = ()
 
     @property
     def source(self) -> IPAddress | None:
@@ -670,7 +670,7 @@ def _fromPackets(blob: bytes, stream: int | None, flow: str | None) -> Capture:
             )
     elif flow is not None:
         end = parseEndpoint(flow)
-        chosen = [c for c, s in zip(conversations, streams) if end in (s.client, s.server)]
+        chosen = [c for c, s in zip(conversations, streams, strict=True) if end in (s.client, s.server)]
         if not chosen:
             raise AmbiguousCaptureError(f"no stream has the end {end}", streams)
     else:
@@ -692,7 +692,7 @@ def _fromPackets(blob: bytes, stream: int | None, flow: str | None) -> Capture:
             f"stream {conversation.index} ({client} -> {server}) carries no "
             "payload from the client"
         )
-    return Capture(data, kind, conversation.transport, client, server, notes)
+    return Capture(data, kind, conversation.transport, client, server, tuple(notes))
 
 
 def _firstDatagram(

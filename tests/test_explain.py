@@ -8,7 +8,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import select
 import shutil
 import signal
 import socket
@@ -26,7 +25,15 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 from zope.interface import implementer
 
-from demux import MATCH, NEED_MORE, NO_MATCH, IMatcher, Verdict, configFromDict, loadConfig
+from demux import (
+    MATCH,
+    NEED_MORE,
+    NO_MATCH,
+    IMatcher,
+    Verdict,
+    configFromDict,
+    loadConfig,
+)
 from demux._capture import (
     AmbiguousCaptureError,
     Capture,
@@ -582,7 +589,7 @@ class PacketCaptureTests(SynchronousTestCase):
         partly sent twice, the stream is the bytes.
         """
         points = sorted({0, len(data), *(c for c in cuts if c < len(data))})
-        segments = [(a, data[a:b]) for a, b in zip(points, points[1:])]
+        segments = [(a, data[a:b]) for a, b in zip(points, points[1:], strict=False)]
         segments += rng.sample(segments, min(2, len(segments)))  # type: ignore[attr-defined]
         rng.shuffle(segments)  # type: ignore[attr-defined]
         blob = pcapFile([linkFrame(1, p) for p in handshake(segments, isn=isn)])
