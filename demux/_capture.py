@@ -655,7 +655,12 @@ def _fromPackets(blob: bytes, stream: int | None, flow: str | None) -> Capture:
     isNg = blob[:4] == _PCAPNG_MAGIC
     kind = "pcapng" if isNg else "pcap"
     packets = pcapngPackets(blob) if isNg else pcapPackets(blob)
-    conversations = _conversations(packets)
+    try:
+        conversations = _conversations(packets)
+    except (struct.error, IndexError) as e:
+        # A block or header shorter than its fields: every length that
+        # leads to one is the file's, and it lies.
+        raise CaptureError(f"the {kind} file is malformed ({e})") from None
     if not conversations:
         raise CaptureError(f"the {kind} file holds no TCP or UDP packets")
     streams = [c.describe() for c in conversations]
@@ -688,10 +693,13 @@ def _fromPackets(blob: bytes, stream: int | None, flow: str | None) -> Capture:
     else:
         data, notes = _firstFlight(conversation, client)
     if not data:
-        raise CaptureError(
-            f"stream {conversation.index} ({client} -> {server}) carries no "
-            "payload from the client"
-        )
+        what = "carries no payload from the client"
+        if any(s.payload for s in conversation.segments if s.source == client):
+            what = (
+                "has the server speak before the client sent anything, which "
+                "no server behind demux can"
+            )
+        raise CaptureError(f"stream {conversation.index} ({client} -> {server}) {what}")
     return Capture(data, kind, conversation.transport, client, server, tuple(notes))
 
 

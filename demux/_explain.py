@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
 from ._capture import Capture
 from ._http import RequestHead, RequestLine, parseRequestHead, parseRequestLine
@@ -148,7 +148,7 @@ class ExplainOptions:
         show the route as its author wrote it.
     """
 
-    matchTables: Mapping[str, object] = {}
+    matchTables: Mapping[str, object] = field(factory=dict)
 
 
 def _routeName(decision: Decision | None) -> str | None:

@@ -532,6 +532,13 @@ class PacketCaptureTests(SynchronousTestCase):
         self.assertEqual(capture.data, b"hello ")
         self.assertIn("6 of the 11 bytes", " ".join(capture.notes))
 
+    def test_serverFirst(self) -> None:
+        packets = handshake([])
+        packets.append(tcpSegment(SERVER, CLIENT, 5001, b"220 hello\r\n"))
+        packets.append(tcpSegment(CLIENT, SERVER, 1001, b"EHLO"))
+        e = self.assertRaises(CaptureError, parseCapture, pcapFile([linkFrame(1, p) for p in packets]))
+        self.assertIn("server speak before the client", str(e))
+
     def test_noSyn(self) -> None:
         packets = handshake([(0, b"abc"), (3, b"def")])[3:]
         capture = parseCapture(pcapFile([linkFrame(1, p) for p in packets]))
@@ -575,6 +582,31 @@ class PacketCaptureTests(SynchronousTestCase):
         self.assertIn("no TCP or UDP", str(e))
         e = self.assertRaises(CaptureError, parseCapture, pcapFile([b"\0" * 40])[:-10])
         self.assertIn("cut short", str(e))
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.sampled_from([0, 1]), st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), max_size=6), st.integers(0, 2000))
+    def test_corrupted(self, ng: int, changes: list[tuple[int, int]], cut: int) -> None:
+        """
+        A damaged pcap or pcapng file is read or refused with a
+        L{CaptureError}, never with another exception.
+        """
+        frames = [linkFrame(1, p) for p in handshake([(0, self.hello[:300])])]
+        blob = bytearray((pcapngFile if ng else pcapFile)(frames))
+        for position, value in changes:
+            if 4 <= position < len(blob):
+                blob[position] = value
+        try:
+            parseCapture(bytes(blob[: len(blob) - cut]))
+        except CaptureError:
+            pass
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.text(alphabet="0123456789abcdef :|*.\n", max_size=200))
+    def test_hexNoise(self, text: str) -> None:
+        try:
+            parseCapture(text.encode(), format="hex")
+        except CaptureError:
+            pass
 
     @settings(max_examples=60, deadline=None)
     @given(
