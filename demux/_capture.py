@@ -64,8 +64,8 @@ class Capture:
     from.
 
     @ivar data: the client's first flight.
-    @ivar kind: how the file was read: C{"raw"}, C{"hex"} (with the dump's
-        style), C{"pcap"} or C{"pcapng"}.
+    @ivar kind: how the file was read: C{"raw"}, C{"hex dump, xxd"} (and
+        the other dump styles), C{"pcap"} or C{"pcapng"}.
     @ivar transport: C{"tcp"} or C{"udp"} for a packet capture, L{None}
         otherwise.
     @ivar client: the client's end, for a packet capture.
@@ -173,7 +173,7 @@ def parseCapture(
         raise CaptureError("--stream and --flow choose from a pcap or pcapng file only")
     if format == "hex" or (format == "auto" and _looksLikeHex(blob)):
         data, style = parseHexDump(blob)
-        kind = f"hex ({style})"
+        kind = f"hex dump, {style}"
     else:
         data, kind = blob, "raw"
     if not data:

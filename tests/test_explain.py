@@ -346,7 +346,7 @@ class HexDumpTests(SynchronousTestCase):
     def assertDump(self, dump: bytes, style: str, data: bytes | None = None) -> None:
         capture = parseCapture(dump)
         self.assertEqual(capture.data, self.data if data is None else data)
-        self.assertEqual(capture.kind, f"hex ({style})")
+        self.assertEqual(capture.kind, f"hex dump, {style}")
 
     def test_xxd(self) -> None:
         self.assertDump(self.dump("xxd"), "xxd")
@@ -656,7 +656,7 @@ class CommandLineTests(SynchronousTestCase):
         dump = FILES["ssh-banner.bin"].hex().encode()
         result = runExplain("--config", str(SYNCTHING), "--explain", "-", stdin=dump)
         self.assertEqual(result.returncode, 1, result.stderr)
-        self.assertIn("capture: 41 bytes (hex (plain hex))", result.stdout)
+        self.assertIn("capture: 41 bytes (hex dump, plain hex)", result.stdout)
         self.assertIn("decision: refused", result.stdout)
 
     def test_routesAndJSON(self) -> None:
