@@ -163,6 +163,28 @@ class CorpusTests(SynchronousTestCase):
         self.assertIn("decision: refused (no route matched)", formatText(ssh))
 
 
+    def test_documentedOutput(self) -> None:
+        """
+        The report docs/syncthing.rst shows for the relay client is the one
+        the command prints today.
+        """
+        docs = (ROOT / "docs" / "syncthing.rst").read_text()
+        marker = "``examples/syncthing.toml``::\n\n"
+        start = docs.index(marker) + len(marker)
+        shown = docs[start : docs.index("\n\nEach route", start)]
+        config = loadConfig(str(SYNCTHING), MemoryReactorClock())
+        report = formatText(
+            explain(
+                config.table, raw(FILES["openssl-nosni-alpn-bep-relay.bin"]),
+                ExplainOptions(config.matchTables),
+            )
+        )
+        expected = "\n".join(
+            f"    {line}" if line else "" for line in report.rstrip("\n").split("\n")
+        )
+        self.assertEqual(shown, expected)
+
+
 class NeedMoreTests(SynchronousTestCase):
     """
     A capture that ends before a route can decide: how many bytes it needs,
