@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.testing import MemoryReactorClock
@@ -657,10 +658,12 @@ class PacketCaptureTests(SynchronousTestCase):
 def runExplain(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.run(
-        twistdCommand("demux", *args),
-        input=stdin.decode("latin-1") if stdin is not None else None,
-        capture_output=True, text=True, timeout=60, env=env, cwd=ROOT,
+    result = subprocess.run(
+        twistdCommand("demux", *args), input=stdin, capture_output=True,
+        timeout=60, env=env, cwd=ROOT,
+    )
+    return subprocess.CompletedProcess(
+        result.args, result.returncode, result.stdout.decode(), result.stderr.decode()
     )
 
 
@@ -754,6 +757,7 @@ class _QuietServer:
         self.thread.join(5)
 
 
+@pytest.mark.e2e
 class RealCaptureTests(SynchronousTestCase):
     """
     Captures that real capture tools wrote of real clients on loopback,
