@@ -20,7 +20,7 @@ from ._capture import Capture
 from ._http import RequestHead, RequestLine, parseRequestHead, parseRequestLine
 from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, Verdict
 from ._peek import Peek
-from ._routes import AllOf, Decision, Route, RouteTable, decide
+from ._routes import AllOf, Decision, IPAddress, Route, RouteTable, decide
 from ._tls import TLS_VERSIONS, ClientHello, parseClientHello
 from .matchers._options import logSafe
 from .matchers._prefix import PrefixMatcher
@@ -187,7 +187,7 @@ def explain(
     source = capture.source
     peek = Peek(data)
     reports = tuple(
-        _routeReport(route, peek, source, options, capture) for route in table.routes
+        _routeReport(route, peek, source, options) for route in table.routes
     )
     now = decide(table, peek, len(peek) >= table.maxPeek, source)
     atDeadline = decide(table, peek, True, source)
@@ -204,7 +204,7 @@ def explain(
     )
 
 
-def replay(table: RouteTable, data: bytes, source: Any = None) -> Replay:
+def replay(table: RouteTable, data: bytes, source: IPAddress | None = None) -> Replay:
     """
     Feed C{data} to L{decide} a byte at a time, as L{DemuxProtocol} would
     with a client that sends one byte per segment: a decision is asked for
@@ -242,9 +242,8 @@ def _sourceNote(table: RouteTable, capture: Capture) -> str:
 def _routeReport(
     route: Route,
     peek: Peek,
-    source: Any,
+    source: IPAddress | None,
     options: ExplainOptions,
-    capture: Capture,
 ) -> RouteReport:
     watched = _WatchedPeek(peek)
     verdict: Verdict | None
