@@ -30,13 +30,13 @@ from ._protocol import DemuxFactory
 log = Logger(namespace="demux")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 1) -> None:
     """
     Stop with one line on standard error and a non-zero status, instead of
     twistd's usage text or a traceback.
     """
     sys.stderr.write(f"demux: error: {message}\n")
-    raise SystemExit(1)
+    raise SystemExit(status)
 
 
 class Options(usage.Options):
@@ -44,7 +44,10 @@ class Options(usage.Options):
     The options of C{twistd demux}.
     """
 
-    synopsis = "[--config FILE | --listen ENDPOINT --route ROUTE ...] [--check]"
+    synopsis = (
+        "[--config FILE | --listen ENDPOINT --route ROUTE ...] "
+        "[--check | --explain CAPTURE]"
+    )
     longdesc = (
         "Serve many protocols on one port: each connection's first bytes are "
         "matched against the routes in order and the first match gets the "
@@ -63,6 +66,23 @@ class Options(usage.Options):
             "Processes accepting on the same ports, to use more than one core "
             "(Linux).",
         ],
+        [
+            "explain",
+            None,
+            None,
+            "Say what each route makes of the first bytes in CAPTURE (raw, hex "
+            "dump, pcap or pcapng; - for standard input) and exit: 0 routed, "
+            "1 refused, 2 bad input, 3 inconsistent matcher.",
+        ],
+        ["stream", None, None, "With --explain: the pcap's stream number N."],
+        ["flow", None, None, "With --explain: the pcap's stream with end ADDR:PORT."],
+        [
+            "capture-format",
+            None,
+            "auto",
+            "With --explain: auto, raw, hex or pcap (pcap or pcapng).",
+        ],
+        ["explain-format", None, "text", "With --explain: text or json."],
     ]
     optFlags = [
         ["check", None, "Check the configuration, print a summary and exit."],
@@ -102,6 +122,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         from twisted.internet import reactor
 
+        if self["explain"] is not None:
+            self._explain(reactor)
         try:
             self["workers"] = int(self["workers"])
             if self["workers"] < 1:
@@ -183,10 +205,39 @@ class Options(usage.Options):
         if problem is not None:
             _fail(problem)
 
+    def _explain(self, reactor: Any) -> None:
+        """
+        C{--explain}: load the configuration as for serving, report on the
+        capture and exit, starting nothing; a bad configuration is bad input
+        (status 2), like a bad capture.
+        """
+        from ._explain import EXIT_BAD_INPUT, explainCommand
+
+        self.failStatus = EXIT_BAD_INPUT
+        try:
+            config = self._load(reactor, matcherFactories())
+        except DemuxError as e:
+            _fail(str(e), EXIT_BAD_INPUT)
+        raise SystemExit(
+            explainCommand(
+                config,
+                self["explain"],
+                self["stream"],
+                self["flow"],
+                self["capture-format"],
+                self["explain-format"],
+                sys.stdout,
+                sys.stderr,
+            )
+        )
+
+    failStatus = 1
+    """The exit status of a mistake found while loading the configuration."""
+
     def _load(self, reactor: Any, factories: Any) -> Config:
         if self["routes"]:
             if self["config"]:
-                _fail("give either --config or --route, not both")
+                _fail("give either --config or --route, not both", self.failStatus)
             data: dict[str, Any] = {
                 "routes": [routeFromArgument(r) for r in self["routes"]],
             }
@@ -199,9 +250,12 @@ class Options(usage.Options):
                     try:
                         data[key] = kind(self[option])
                     except ValueError:
-                        _fail(f"--{option} {self[option]!r} is not a {kind.__name__}")
+                        _fail(
+                            f"--{option} {self[option]!r} is not a {kind.__name__}",
+                            self.failStatus,
+                        )
             if not self["listen"]:
-                _fail("--route needs at least one --listen")
+                _fail("--route needs at least one --listen", self.failStatus)
             return configFromDict(
                 data, reactor, "command line", factories, self["listen"]
             )
