@@ -140,6 +140,48 @@ def _cleanSignature(app, what, name, obj, options, signature, annotation):  # ty
     return clean(signature), clean(annotation)
 
 
+_KINDS = [
+    ("removal", "Behaviour changes"),
+    ("feature", "Features"),
+    ("bugfix", "Fixes"),
+]
+
+
+def _changelog():  # type: ignore[no-untyped-def]
+    """
+    The C{changelog} directive: the news fragments in C{changelog.d/}, one
+    file per change (C{NAME.KIND.rst}, as towncrier names them), grouped by
+    kind, so that a change's note is written once, beside the change, and
+    read here.
+    """
+    from docutils import nodes
+    from docutils.statemachine import StringList
+    from sphinx.util.docutils import SphinxDirective
+
+    class Changelog(SphinxDirective):
+        def run(self):  # type: ignore[no-untyped-def]
+            directory = os.path.join(os.path.dirname(_here), "changelog.d")
+            names = sorted(n for n in os.listdir(directory) if n.endswith(".rst"))
+            lines = []
+            for kind, title in _KINDS:
+                entries = [n for n in names if n.endswith(f".{kind}.rst")]
+                if not entries:
+                    continue
+                lines += [f"**{title}**", ""]
+                for name in entries:
+                    path = os.path.join(directory, name)
+                    self.env.note_dependency(path)
+                    with open(path, encoding="utf-8") as f:
+                        text = " ".join(f.read().split())
+                    lines += [f"- {text}", ""]
+            node = nodes.container()
+            self.state.nested_parse(StringList(lines, "changelog.d"), 0, node)
+            return node.children
+
+    return Changelog
+
+
 def setup(app):  # type: ignore[no-untyped-def]
     app.connect("autodoc-process-docstring", _epytextToRest)
     app.connect("autodoc-process-signature", _cleanSignature)
+    app.add_directive("changelog", _changelog())
