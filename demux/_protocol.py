@@ -68,8 +68,12 @@ class DemuxProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.started = self.clock.seconds()
-        self.peer = self.transport.getPeer()
-        self.host = self.transport.getHost()
+        # Set already when this connection is an inner one (the decrypted
+        # stream of a TLS route), whose client is the outer one's.
+        if self.peer is None:
+            self.peer = self.transport.getPeer()
+        if self.host is None:
+            self.host = self.transport.getHost()
         if self.table.filtersSources:
             self.sourceIP = _ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
