@@ -668,6 +668,8 @@ class ForwardSession(Protocol):
     def _exchangeDone(self) -> None:
         self.request = None
         self.requestDone = False
+        self.responseStarted = False
+        self.responseDone = False
         self.discardBody = False
         if self.closeAfter:
             self._close()
