@@ -574,6 +574,11 @@ class ForwardSession(Protocol):
             self.clock.seconds() - self.dialStarted,
         )
         self.backend = backend
+        setNoDelay = getattr(backend.transport, "setTcpNoDelay", None)
+        if setNoDelay is not None:
+            # A request head and its body are written as they come: none of
+            # them should wait for the backend's delayed acknowledgement.
+            setNoDelay(True)
         self.responses = MessageReader(requests=False)
         if self.request is not None:
             self.responses.expect(self.request.method)

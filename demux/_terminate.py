@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from attrs import field, frozen
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -44,6 +46,13 @@ log = Logger(namespace="demux")
 CLIENT_CERTIFICATE_MODES = ("none", "request", "require")
 TLS_KEYS = ("certificate", "key", "client_certificate")
 ALPN = b"http/1.1"
+_TLS_KEYS = (
+    rsa.RSAPrivateKey,
+    ec.EllipticCurvePrivateKey,
+    ed25519.Ed25519PrivateKey,
+    ed448.Ed448PrivateKey,
+    dsa.DSAPrivateKey,
+)
 
 
 def _acceptAny(
@@ -115,7 +124,7 @@ class ServerTLSOptions:
                 f"{where}.client_certificate",
             )
         _read(certificate, f"{where}.certificate", "certificate")
-        _read(key, f"{where}.key", "private key")
+        keyData = _read(key, f"{where}.key", "private key")
         context = SSL.Context(SSL.TLS_SERVER_METHOD)
         context.set_min_proto_version(SSL.TLS1_2_VERSION)
         context.set_options(SSL.OP_NO_COMPRESSION | SSL.OP_CIPHER_SERVER_PREFERENCE)
@@ -127,12 +136,15 @@ class ServerTLSOptions:
                 f"{where}.certificate",
             ) from None
         try:
-            context.use_privatekey_file(key)
-        except SSL.Error:
+            privateKey = load_pem_private_key(keyData, None)
+        except (ValueError, TypeError):
+            privateKey = None
+        if not isinstance(privateKey, _TLS_KEYS):
             raise ConfigError(
                 f"{key!r} holds no usable PEM private key", f"{where}.key"
             ) from None
         try:
+            context.use_privatekey(privateKey)
             context.check_privatekey()
         except SSL.Error:
             raise ConfigError(

@@ -48,7 +48,7 @@ def events(data: bytes, requests: bool = True, chunks: list[int] | None = None) 
     pieces = [data]
     if chunks is not None:
         cuts = sorted(set(c % (len(data) + 1) for c in chunks))
-        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)])]
+        pieces = [data[a:b] for a, b in zip([0, *cuts], [*cuts, len(data)], strict=True)]
     out: list = []
     for piece in pieces:
         reader.feed(piece)
