@@ -15,6 +15,7 @@ from ._errors import (
     MatcherConfigError,
     UnknownMatcherError,
 )
+from ._forward import HTTPForwardTarget
 from ._http import RequestHead, parseRequestHead
 from ._interfaces import (
     MATCH,
@@ -39,6 +40,7 @@ from ._routes import (
     SourceFilter,
     decide,
 )
+from ._terminate import RoutesTarget, ServerTLSOptions, TLSTarget
 from ._tls import ClientHello, isGrease, parseClientHello
 
 __all__ = [
@@ -81,4 +83,8 @@ __all__ = [
     "loadConfig",
     "matcherFactories",
     "routeFromArgument",
+    "HTTPForwardTarget",
+    "RoutesTarget",
+    "ServerTLSOptions",
+    "TLSTarget",
 ]

@@ -25,6 +25,7 @@ from ._peek import Peek
 from ._proxyheader import InvalidProxyHeader, headerLength, parseHeader
 from ._relay import LocalTarget, _peerText
 from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
+from ._terminate import localFactories
 
 log = Logger(namespace="demux")
 
@@ -488,9 +489,15 @@ def _startLocal(table: RouteTable) -> None:
     for route in table.routes:
         if isinstance(route.target, LocalTarget):
             route.target.factory.doStart()
+        else:
+            for factory in localFactories(route.target):
+                factory.doStart()
 
 
 def _stopLocal(table: RouteTable) -> None:
     for route in table.routes:
         if isinstance(route.target, LocalTarget):
             route.target.factory.doStop()
+        else:
+            for factory in localFactories(route.target):
+                factory.doStop()

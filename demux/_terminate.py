@@ -17,7 +17,7 @@ backend decides what a certificate is worth.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from OpenSSL import SSL
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IOpenSSLServerConnectionCreator,
+    IProtocolFactory,
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -237,11 +238,15 @@ class _Decrypted(Protocol):
             self.downstream.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self.downstream is not None:
-            self.downstream.connectionLost(reason)
-            return
         connection = self.connection
         duration = connection.clock.seconds() - self.started
+        if self.downstream is not None:
+            self.downstream.connectionLost(reason)
+            if isinstance(self.target.inner, RoutesTarget):
+                # The inner route the connection took (if any) counts its
+                # own end and bytes; the outer one is closed here.
+                connection.observer.closed(connection.route, 0, 0, duration)
+            return
         connection.observer.closed(connection.route, 0, 0, duration)
         if reason.check(SSL.Error):
             why = f"TLS handshake failed: {_sslReason(reason.value)}"
@@ -338,3 +343,20 @@ class RoutesTarget:
             protocol.dataReceived(peeked)
         return protocol
 
+
+
+def localFactories(target: ITarget) -> Iterator[IProtocolFactory]:
+    """
+    The in-process protocol factories behind C{target}, inner routes
+    included, which start and stop with the listener like any
+    C{local} route's.
+    """
+    from ._relay import LocalTarget
+
+    if isinstance(target, TLSTarget):
+        yield from localFactories(target.inner)
+    elif isinstance(target, RoutesTarget):
+        for route in target.table.routes:
+            yield from localFactories(route.target)
+    elif isinstance(target, LocalTarget):
+        yield target.factory

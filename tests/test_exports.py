@@ -25,6 +25,8 @@ class ExportsTests(SynchronousTestCase):
                     "RouteTable", "UnknownMatcherError", "Verdict", "configFromDict",
                     "decide", "findMatcherFactory", "loadConfig", "matcherFactories",
                     "routeFromArgument",
+                    "HTTPForwardTarget", "RoutesTarget", "ServerTLSOptions",
+                    "TLSTarget",
                 ]
             ),
         )

@@ -236,6 +236,153 @@ def test_exampleLoads(keys: dict[str, Identity], tmp_path: Path) -> None:
     assert route.target.options.clientCertificate == "request"
 
 
+# The TLS step in memory.
+
+
+class Handshake:
+    """
+    A pyOpenSSL client and a L{TLSTarget} joined by hand: the client's
+    bytes go to the protocol the target returned, the target's back from
+    its L{StringTransport}.
+    """
+
+    def __init__(self, target: TLSTarget, identity: Identity | None, alpn: list[bytes]) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        from demux import ConnectionInfo
+
+        context = SSL.Context(SSL.TLS_CLIENT_METHOD)
+        if identity is not None:
+            context.use_certificate_chain_file(str(identity.certPath))
+            context.use_privatekey_file(str(identity.keyPath))
+        self.client = SSL.Connection(context, None)
+        self.client.set_connect_state()
+        self.client.set_tlsext_host_name(b"demux.example.com")
+        if alpn:
+            self.client.set_alpn_protos(alpn)
+        self.clock = MemoryReactorClock()
+        self.transport = StringTransport()
+        self.clientError: Exception | None = None
+        try:
+            self.client.do_handshake()
+        except SSL.WantReadError:
+            pass
+        hello = self.client.bio_read(65536)
+        self.server = target.handOff(
+            self.transport,
+            hello,
+            ConnectionInfo(self.clock, IPv4Address("TCP", "192.0.2.7", 5), None, "web"),
+        )
+        self.pump()
+
+    def pump(self) -> None:
+        for _ in range(20):
+            self.clock.advance(0)
+            out = self.transport.value()
+            self.transport.clear()
+            if out:
+                self.client.bio_write(out)
+            try:
+                self.client.do_handshake()
+                self.client.recv(65536)
+            except SSL.WantReadError:
+                pass
+            except SSL.Error as e:
+                self.clientError = e
+            try:
+                data = self.client.bio_read(65536)
+            except SSL.WantReadError:
+                data = b""
+            if data:
+                self.server.dataReceived(data)
+            elif not out:
+                return
+
+
+def terminating(keys: dict[str, Identity], mode: str) -> tuple[TLSTarget, Any]:
+    from demux import LocalTarget
+
+    from ._fakes import RecordingFactory
+
+    factory = RecordingFactory()
+    route = routeData(keys["server"])
+    route["tls"]["client_certificate"] = mode
+    options = load(route).table.routes[0].target.options
+    return TLSTarget(options, LocalTarget(factory)), factory
+
+
+def test_handshakeInMemory(keys: dict[str, Identity]) -> None:
+    """
+    The target sees the decrypted stream only once the handshake is done,
+    with ALPN http/1.1 chosen and the client's certificate known.
+    """
+    target, factory = terminating(keys, "request")
+    handshake = Handshake(target, keys["client"], [b"h2", b"http/1.1"])
+    assert handshake.clientError is None
+    assert handshake.client.get_alpn_proto_negotiated() == b"http/1.1"
+    [protocol] = factory.protocols
+    assert protocol.made
+    assert protocol.transport.getPeerCertificate() is not None
+    handshake.client.send(b"hello")
+    handshake.pump()
+    assert b"".join(protocol.received) == b"hello"
+
+
+def test_requireInMemory(keys: dict[str, Identity]) -> None:
+    """
+    C{require} fails a client without a certificate: the inner target never
+    gets the connection, which closes.
+    """
+    target, factory = terminating(keys, "require")
+    handshake = Handshake(target, None, [])
+    assert factory.protocols == []
+    assert handshake.transport.disconnecting
+
+
+def test_noALPNInCommon(keys: dict[str, Identity]) -> None:
+    """
+    A client offering only h2 goes on without ALPN.
+    """
+    target, factory = terminating(keys, "none")
+    handshake = Handshake(target, None, [b"h2"])
+    assert handshake.clientError is None
+    assert handshake.client.get_alpn_proto_negotiated() == b""
+    assert len(factory.protocols) == 1
+
+
+def test_reloadKeepsRunningConfig(keys: dict[str, Identity], tmp_path: Path) -> None:
+    """
+    A reload to a configuration whose key file is gone keeps the running
+    one.
+    """
+    from demux import DemuxFactory, loadConfig
+    from demux.tap import DemuxService
+
+    server = keys["server"]
+    key = tmp_path / "key.pem"
+    key.write_bytes(server.keyPath.read_bytes())
+    path = tmp_path / "demux.toml"
+    path.write_text(
+        f"""
+listen = ["tcp:4443"]
+[[routes]]
+name = "discovery"
+match.tls = {{}}
+tls.certificate = "{server.certPath}"
+tls.key = "{key}"
+backend = "http://127.0.0.1:8443"
+"""
+    )
+    reactor = MemoryReactorClock()
+    first = loadConfig(path, reactor)
+    factory = DemuxFactory(first.table, reactor)
+    service = DemuxService(factory, first, lambda: loadConfig(path, reactor), reactor)
+    key.unlink()
+    service.reload()
+    assert factory.table is first.table
+
+
 # Real sockets.
 
 
