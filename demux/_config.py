@@ -24,6 +24,7 @@ from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.reflect import namedAny
 
 from ._errors import ConfigError
+from ._forward import DEFAULT_IDLE_TIMEOUT as DEFAULT_HTTP_IDLE_TIMEOUT
 from ._forward import DEFAULT_RESPONSE_TIMEOUT, HTTPForwardTarget
 from ._interfaces import IMatcher, IMatcherFactory, ITarget
 from ._plugins import findMatcherFactory, matcherFactories
@@ -46,7 +47,12 @@ from ._routes import (
     matcherFor,
 )
 from ._splice import POOL_KEEP
-from ._terminate import RoutesTarget, TLSTarget, tlsOptionsFrom
+from ._terminate import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    RoutesTarget,
+    TLSTarget,
+    tlsOptionsFrom,
+)
 
 _TOP_KEYS = {
     "listen",
@@ -177,7 +183,7 @@ def _target(
         if isinstance(route["backend"], str) and route["backend"].startswith(
             ("http://", "https://")
         ):
-            return _httpTarget(route, where, reactor, connectTimeout)
+            return _httpTarget(route, where, reactor, connectTimeout, idleTimeout)
         where = f"{where}: backend"
         descriptions = route["backend"]
         if isinstance(descriptions, str):
@@ -258,7 +264,11 @@ def _target(
 
 
 def _httpTarget(
-    route: Mapping[str, Any], where: str, reactor: Any, connectTimeout: float
+    route: Mapping[str, Any],
+    where: str,
+    reactor: Any,
+    connectTimeout: float,
+    idleTimeout: float | None,
 ) -> ITarget:
     """
     The HTTP forwarder a C{backend = "http://HOST:PORT"} asks for.
@@ -266,7 +276,7 @@ def _httpTarget(
     place = f"{where}: backend"
     url = route["backend"]
     for key in _BACKEND_ONLY:
-        if key in route and key != "connect_timeout":
+        if key in route and key not in ("connect_timeout", "idle_timeout"):
             raise ConfigError(f"{key} does not apply to an HTTP backend", where)
     if url.startswith("https://"):
         raise ConfigError(
@@ -301,7 +311,14 @@ def _httpTarget(
         raise ConfigError(
             f"must be true or false, not {forwarded!r}", f"{where}: http.forwarded"
         )
-    return HTTPForwardTarget(endpoint, url, connectTimeout, timeout, forwarded)
+    return HTTPForwardTarget(
+        endpoint,
+        url,
+        connectTimeout,
+        timeout,
+        forwarded,
+        DEFAULT_HTTP_IDLE_TIMEOUT if idleTimeout is None else idleTimeout,
+    )
 
 
 _INNER_KEYS = _ROUTE_KEYS - {"tls", "routes", "preset"}
@@ -380,7 +397,13 @@ def _routeTarget(
             raise e.at(where) from None
         target = RoutesTarget(table)
     if "tls" in route:
-        target = TLSTarget(tlsOptionsFrom(route["tls"], where, name), target)
+        options = tlsOptionsFrom(route["tls"], where, name)
+        handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT
+        if "handshake_timeout" in route["tls"]:
+            handshakeTimeout = _number(
+                route["tls"]["handshake_timeout"], f"{where}: tls.handshake_timeout"
+            )
+        target = TLSTarget(options, target, handshakeTimeout=handshakeTimeout)
     return target
 
 

@@ -78,6 +78,7 @@ from ._routes import ConnectionInfo
 log = Logger(namespace="demux")
 
 DEFAULT_RESPONSE_TIMEOUT = 60.0
+DEFAULT_IDLE_TIMEOUT = 120.0
 
 IDENTITY_FIELDS = frozenset(
     {
@@ -101,6 +102,7 @@ _NEVER_DROPPED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 
 _REASONS = {
     400: "Bad Request",
+    408: "Request Timeout",
     502: "Bad Gateway",
     504: "Gateway Timeout",
 }
@@ -282,6 +284,10 @@ class HTTPForwardTarget:
     @ivar responseTimeout: seconds the backend may take to start its
         response once the request is sent; past it the client gets C{504}.
     @ivar forwarded: whether to add an RFC 7239 C{Forwarded} field too.
+    @ivar idleTimeout: seconds without a byte either way (outside the wait
+        for a response) after which the client's connection is closed: a
+        kept-alive connection nobody uses, or a client that stalls in the
+        middle of a request.
     """
 
     endpoint: IStreamClientEndpoint
@@ -289,6 +295,7 @@ class HTTPForwardTarget:
     connectTimeout: float = 10.0
     responseTimeout: float = DEFAULT_RESPONSE_TIMEOUT
     forwarded: bool = False
+    idleTimeout: float = DEFAULT_IDLE_TIMEOUT
 
     def handOff(
         self, transport: ITransport, peeked: bytes, connection: ConnectionInfo
@@ -368,11 +375,14 @@ class ForwardSession(Protocol):
         self.started = self.clock.seconds()
         self.lost = False
         self.closing = False
+        self.idle = False
+        self.idleTimer: IDelayedCall | None = None
 
     # The client's side.
 
     def connectionMade(self) -> None:
         transport = self.transport
+        self.idleTimer = self.clock.callLater(self.target.idleTimeout, self._checkIdle)
         self.clientValve.attach(transport)
         transport.registerProducer(self.backendValve, True)
         if ISSLTransport.providedBy(transport) or isinstance(
@@ -388,6 +398,7 @@ class ForwardSession(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.closing:
             return
+        self.idle = False
         self.bytesUp += len(data)
         self.requests.feed(data)
         self._pump()
@@ -406,6 +417,9 @@ class ForwardSession(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         self._cancelTimer()
+        if self.idleTimer is not None and self.idleTimer.active():
+            self.idleTimer.cancel()
+        self.idleTimer = None
         if self.dialling is not None:
             self.dialling.cancel()
         backend, self.backend = self.backend, None
@@ -592,6 +606,7 @@ class ForwardSession(Protocol):
             self._armTimer()
 
     def backendData(self, backend: _BackendProtocol, data: bytes) -> None:
+        self.idle = False
         self.responses.feed(data)
         self._pumpResponses()
 
@@ -723,6 +738,26 @@ class ForwardSession(Protocol):
             f"backend {self.target.description} closed the connection without "
             "a response",
         )
+
+    def _checkIdle(self) -> None:
+        """
+        Close the connection if nothing moved for a whole idle timeout (a
+        flag cleared by every read, so the hot path reads no clock).
+        """
+        self.idleTimer = None
+        if self.lost or self.closing:
+            return
+        if not self.idle or self.timer is not None:
+            # Busy, or waiting for the backend, which has its own timeout.
+            self.idle = True
+            self.idleTimer = self.clock.callLater(
+                self.target.idleTimeout, self._checkIdle
+            )
+            return
+        if self.request is None and self.requests.idle:
+            self._close()
+            return
+        self._refuse(408, f"nothing moved for {self.target.idleTimeout:g}s")
 
     # The response timeout.
 

@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IHandshakeListener,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
@@ -45,7 +46,8 @@ from ._routes import ConnectionInfo, RouteTable
 log = Logger(namespace="demux")
 
 CLIENT_CERTIFICATE_MODES = ("none", "request", "require")
-TLS_KEYS = ("certificate", "key", "client_certificate")
+TLS_KEYS = ("certificate", "key", "client_certificate", "handshake_timeout")
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 ALPN = b"http/1.1"
 _TLS_KEYS = (
     rsa.RSAPrivateKey,
@@ -229,8 +231,31 @@ class _Decrypted(Protocol):
         self.connection = connection
         self.downstream: Protocol | None = None
         self.started = connection.clock.seconds()
+        self.timer: IDelayedCall | None = None
+        self.why: str | None = None
+
+    def connectionMade(self) -> None:
+        # The route's decision stopped the inspection timer: a client that
+        # stalls in the handshake is cut off by this one.
+        self.timer = self.connection.clock.callLater(
+            self.target.handshakeTimeout, self._tooSlow
+        )
+
+    def _tooSlow(self) -> None:
+        self.timer = None
+        self.why = (
+            f"TLS handshake not done within {self.target.handshakeTimeout:g}s"
+        )
+        self.transport.abortConnection()
+
+    def _cancelTimer(self) -> None:
+        if self.timer is not None:
+            if self.timer.active():
+                self.timer.cancel()
+            self.timer = None
 
     def handshakeCompleted(self) -> None:
+        self._cancelTimer()
         self.downstream = self.target.inner.handOff(self.transport, b"", self.connection)
 
     def dataReceived(self, data: bytes) -> None:
@@ -238,6 +263,7 @@ class _Decrypted(Protocol):
             self.downstream.dataReceived(data)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self._cancelTimer()
         connection = self.connection
         duration = connection.clock.seconds() - self.started
         if self.downstream is not None:
@@ -248,7 +274,9 @@ class _Decrypted(Protocol):
                 connection.observer.closed(connection.route, 0, 0, duration)
             return
         connection.observer.closed(connection.route, 0, 0, duration)
-        if reason.check(SSL.Error):
+        if self.why is not None:
+            why = self.why
+        elif reason.check(SSL.Error):
             why = f"TLS handshake failed: {_sslReason(reason.value)}"
         else:
             why = "closed during the TLS handshake"
@@ -281,11 +309,13 @@ class TLSTarget:
 
     @ivar options: the certificate, key and client-certificate policy.
     @ivar inner: where the decrypted stream goes.
+    @ivar handshakeTimeout: seconds a client has to complete the handshake.
     """
 
     options: ServerTLSOptions
     inner: ITarget
     description: str = ""
+    handshakeTimeout: float = DEFAULT_HANDSHAKE_TIMEOUT
 
     def __attrs_post_init__(self) -> None:
         if not self.description:

@@ -467,3 +467,38 @@ class SessionTests(SynchronousTestCase):
         self.session.dataReceived(b"GET /2 HTTP/1.1\r\nHost: a\r\n\r\n")
         self.assertEqual(len(self.endpoint.attempts), 2)
         self.assertIn(b"GET /2", self.backend(1).value())
+
+    def test_idleKeepAlive(self) -> None:
+        """
+        A kept-alive connection nobody uses is closed after one to two idle
+        timeouts; one that is in use is not.
+        """
+        target = HTTPForwardTarget(self.endpoint, "http://backend", idleTimeout=10)
+        client = StringTransport()
+        session = target.handOff(client, b"", ConnectionInfo(self.clock, PEER, None, "web"))
+        for _ in range(5):
+            self.clock.advance(5)
+            session.dataReceived(b"GET / HTTP/1.1\r\n")
+            self.assertFalse(client.disconnecting)
+            session.dataReceived(b"Host: a\r\n\r\n")
+            self.backend(0)
+            self.respond(b"HTTP/1.1 204 No Content\r\n\r\n")
+        self.clock.advance(10)
+        self.assertFalse(client.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(client.value().count(b"204"), 5)
+
+    def test_stalledRequest(self) -> None:
+        """
+        A client that stops in the middle of a request gets 408.
+        """
+        target = HTTPForwardTarget(self.endpoint, "http://backend", idleTimeout=10)
+        client = StringTransport()
+        session = target.handOff(client, b"", ConnectionInfo(self.clock, PEER, None, "web"))
+        session.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        self.clock.advance(10)
+        self.assertEqual(client.value(), b"")
+        self.clock.advance(10)
+        self.assertTrue(client.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n"))
+        self.assertTrue(client.disconnecting)

@@ -26,11 +26,13 @@ from urllib.parse import unquote
 
 import pytest
 from OpenSSL import SSL
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from demux import ConfigError, configFromDict
+from demux import ConfigError, ConnectionInfo, configFromDict
 from demux._forward import HTTPForwardTarget
 from demux._terminate import RoutesTarget, TLSTarget
+from demux.testing import clientHello
 
 from ._process import DemuxProcess, freePort, runDemux
 from .syncthing.discovery import DiscoveryClient
@@ -247,11 +249,6 @@ class Handshake:
     """
 
     def __init__(self, target: TLSTarget, identity: Identity | None, alpn: list[bytes]) -> None:
-        from twisted.internet.address import IPv4Address
-        from twisted.internet.testing import StringTransport
-
-        from demux import ConnectionInfo
-
         context = SSL.Context(SSL.TLS_CLIENT_METHOD)
         if identity is not None:
             context.use_certificate_chain_file(str(identity.certPath))
@@ -349,6 +346,35 @@ def test_noALPNInCommon(keys: dict[str, Identity]) -> None:
     assert handshake.clientError is None
     assert handshake.client.get_alpn_proto_negotiated() == b""
     assert len(factory.protocols) == 1
+
+
+def test_handshakeTimeout(keys: dict[str, Identity]) -> None:
+    """
+    A client that stalls in the handshake is cut off once the handshake
+    timeout is over; the inner target never sees it.
+    """
+    from demux import LocalTarget
+
+    from ._fakes import RecordingFactory
+
+    factory = RecordingFactory()
+    route = routeData(keys["server"])
+    route["tls"]["handshake_timeout"] = 3
+    outer = load(route).table.routes[0].target
+    assert outer.handshakeTimeout == 3
+    target = TLSTarget(outer.options, LocalTarget(factory), handshakeTimeout=3)
+    clock = MemoryReactorClock()
+    transport = StringTransport()
+    target.handOff(
+        transport,
+        clientHello("demux.example.com"),
+        ConnectionInfo(clock, IPv4Address("TCP", "192.0.2.7", 5), None, "web"),
+    )
+    clock.advance(2.9)
+    assert not transport.disconnecting
+    clock.advance(0.2)
+    assert transport.disconnecting
+    assert factory.protocols == []
 
 
 def test_reloadKeepsRunningConfig(keys: dict[str, Identity], tmp_path: Path) -> None:
@@ -626,8 +652,6 @@ def test_garbageHandshake(stack: dict[str, Any]) -> None:
     A ClientHello followed by garbage (where a certificate would be) is
     closed cleanly and logged.
     """
-    from demux.testing import clientHello
-
     demux = stack["demux"]
     before = demux.log().count("route=web TLS handshake failed")
     with socket.create_connection(("127.0.0.1", demux.port), timeout=10) as sock:
