@@ -79,6 +79,8 @@ log = Logger(namespace="demux")
 
 DEFAULT_RESPONSE_TIMEOUT = 60.0
 DEFAULT_IDLE_TIMEOUT = 120.0
+LINGER = 10.0
+"""Seconds a closing client connection has to take the last response."""
 
 IDENTITY_FIELDS = frozenset(
     {
@@ -377,6 +379,7 @@ class ForwardSession(Protocol):
         self.closing = False
         self.idle = False
         self.idleTimer: IDelayedCall | None = None
+        self.lingerTimer: IDelayedCall | None = None
 
     # The client's side.
 
@@ -417,9 +420,10 @@ class ForwardSession(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
         self._cancelTimer()
-        if self.idleTimer is not None and self.idleTimer.active():
-            self.idleTimer.cancel()
-        self.idleTimer = None
+        for timer in (self.idleTimer, self.lingerTimer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self.idleTimer = self.lingerTimer = None
         if self.dialling is not None:
             self.dialling.cancel()
         backend, self.backend = self.backend, None
@@ -530,7 +534,7 @@ class ForwardSession(Protocol):
         error = errorResponse(status, detail)
         self.bytesDown += len(error)
         self.transport.write(error)
-        self.transport.loseConnection()
+        self._lingerThenClose()
 
     def _close(self) -> None:
         if self.lost or self.closing:
@@ -541,7 +545,23 @@ class ForwardSession(Protocol):
             backend.session = None
             backend.transport.loseConnection()
         self.transport.unregisterProducer()
+        self._lingerThenClose()
+
+    def _lingerThenClose(self) -> None:
+        """
+        Close the client's connection once what was written is sent.  It is
+        read again (and what it says dropped) whatever paused it, so that its
+        close is seen; one that neither reads nor closes is cut off.
+        """
+        self.clientValve.reasons.clear()
+        self.transport.resumeProducing()
         self.transport.loseConnection()
+        self.lingerTimer = self.clock.callLater(LINGER, self._abortLingering)
+
+    def _abortLingering(self) -> None:
+        self.lingerTimer = None
+        if not self.lost:
+            self.transport.abortConnection()
 
     # The backend's side.
 

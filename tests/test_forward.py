@@ -502,3 +502,17 @@ class SessionTests(SynchronousTestCase):
         self.clock.advance(10)
         self.assertTrue(client.value().startswith(b"HTTP/1.1 408 Request Timeout\r\n"))
         self.assertTrue(client.disconnecting)
+
+    def test_refusedReadsOn(self) -> None:
+        """
+        After an error of its own the client is read again (it was paused
+        for the dial), so that its close is seen; one that never closes is
+        cut off.
+        """
+        self.session.dataReceived(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.assertEqual(self.client.producerState, "paused")
+        self.endpoint.attempts[0].fail(ConnectionRefusedError())
+        self.assertEqual(self.client.producerState, "producing")
+        self.assertTrue(self.client.disconnecting)
+        self.clock.advance(10)
+        self.assertTrue(self.client.disconnected)

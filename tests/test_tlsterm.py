@@ -12,6 +12,7 @@ import http.server
 import json
 import os
 import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -35,6 +36,7 @@ from demux._terminate import RoutesTarget, TLSTarget
 from demux.testing import clientHello
 
 from ._process import DemuxProcess, freePort, runDemux
+from ._servers import ThreadedServer
 from .syncthing.discovery import DiscoveryClient
 from .syncthing.identity import Identity, generateIdentity
 
@@ -524,17 +526,46 @@ match.tls.sni = ["dead.example.com"]
 tls.certificate = "{server.certPath}"
 tls.key = "{server.keyPath}"
 backend = "http://127.0.0.1:{{deadPort}}"
+
+[[routes]]
+name = "silent"
+match.tls.sni = ["silent.example.com"]
+tls.certificate = "{server.certPath}"
+tls.key = "{server.keyPath}"
+backend = "http://127.0.0.1:{{silentPort}}"
+http.timeout = 1
 """
+
+
+class Silent(ThreadedServer):
+    """
+    Takes connections and requests, and never answers.
+    """
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(30)
+            try:
+                while conn.recv(65536):
+                    pass
+            except OSError:
+                pass
 
 
 @contextmanager
 def demuxFor(config: str) -> Iterator[tuple[DemuxProcess, int]]:
     proxyPort = freePort()
-    config = config.replace("{proxyPort}", str(proxyPort)).replace(
-        "{deadPort}", str(freePort())
+    silent = Silent()
+    config = (
+        config.replace("{proxyPort}", str(proxyPort))
+        .replace("{deadPort}", str(freePort()))
+        .replace("{silentPort}", str(silent.port))
     )
-    with runDemux(config) as demux:
-        yield demux, proxyPort
+    try:
+        with runDemux(config) as demux:
+            yield demux, proxyPort
+    finally:
+        silent.close()
 
 
 @pytest.fixture(scope="module")
@@ -545,6 +576,10 @@ def stack(keys: dict[str, Identity]) -> Iterator[dict[str, Any]]:
     try:
         with demuxFor(demuxConfig(keys, backend.port)) as (demux, proxyPort):
             yield {"demux": demux, "backend": backend, "proxyPort": proxyPort, **keys}
+            # Every connection the tests made has ended: demux stops at once.
+            demux.process.send_signal(signal.SIGTERM)
+            demux.process.wait(30)
+            assert "waiting up to" not in demux.log(), demux.log()[-3000:]
     finally:
         backend.shutdown()
         backend.server_close()
@@ -807,6 +842,21 @@ def test_deadBackend(stack: dict[str, Any]) -> None:
         f"https://dead.example.com:{port}/", name="dead.example.com",
     )  # fmt: skip
     assert result.stdout == b"502", result.stderr
+
+
+def test_silentBackend(stack: dict[str, Any]) -> None:
+    """
+    A backend that takes the request and never answers gives 504 once
+    http.timeout is over.
+    """
+    port = stack["demux"].port
+    started = time.monotonic()
+    result = curl(
+        port, "-o", "/dev/null", "-w", "%{http_code}",
+        f"https://silent.example.com:{port}/", name="silent.example.com",
+    )  # fmt: skip
+    assert result.stdout == b"504", result.stderr
+    assert 0.9 < time.monotonic() - started < 20
 
 
 def proxyV2(source: str, sourcePort: int, destination: str, destinationPort: int) -> bytes:
