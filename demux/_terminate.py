@@ -34,7 +34,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -207,6 +207,23 @@ def tlsOptionsFrom(value: object, where: str, route: str) -> ServerTLSOptions:
     )
 
 
+class _ServerTLS(BufferingTLSTransport):
+    """
+    Twisted's TLS layer, as the transport of a decrypted stream.
+
+    It cannot half-close: TLS ends with a close_notify, and Twisted's layer
+    has no way to send one and go on reading.  Without this,
+    C{loseWriteConnection} (which a relay calls when the backend has
+    finished sending) would reach the TCP transport underneath and shut
+    the socket's sending side with no close_notify, which a client reads
+    as a truncated stream.  Here it ends the TLS connection properly
+    instead, after what was written.
+    """
+
+    def loseWriteConnection(self) -> None:
+        self.loseConnection()
+
+
 class _NoProtocols(Factory):
     """
     The wrapped factory of a per-connection L{TLSMemoryBIOFactory}, which
@@ -330,7 +347,7 @@ class TLSTarget:
         factory = TLSMemoryBIOFactory(
             self.options, False, _NoProtocols(), connection.clock
         )
-        tls = factory.protocol(factory, _Decrypted(self, connection))
+        tls = _ServerTLS(factory, _Decrypted(self, connection))
         tls.makeConnection(transport)
         if peeked:
             tls.dataReceived(peeked)

@@ -932,6 +932,59 @@ backend = "tcp:127.0.0.1:{second.port}"
             s.server_close()
 
 
+class Greeter(ThreadedServer):
+    """
+    Says hello to each connection and closes it.
+    """
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.sendall(b"hello from the backend\n")
+
+
+def test_relayEndsTLSCleanly(keys: dict[str, Identity]) -> None:
+    """
+    An inner relay whose backend finishes sending ends the client's TLS
+    with a close_notify, not a bare TCP close the client would read as a
+    truncation.
+    """
+    greeter = Greeter()
+    server = keys["server"]
+    config = f"""
+listen = ["tcp:{{port}}:interface=127.0.0.1"]
+
+[[routes]]
+name = "front"
+match.tls = {{}}
+tls.certificate = "{server.certPath}"
+tls.key = "{server.keyPath}"
+
+[[routes.routes]]
+name = "greeter"
+match.any = {{}}
+backend = "tcp:127.0.0.1:{greeter.port}"
+"""
+    try:
+        with runDemux(config) as demux:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+            raw = socket.create_connection(("127.0.0.1", demux.port), timeout=30)
+            with context.wrap_socket(
+                raw, server_hostname="demux.example.com", suppress_ragged_eofs=False
+            ) as sock:
+                received = b""
+                while True:
+                    data = sock.recv(65536)  # SSLEOFError if truncated
+                    if not data:
+                        break
+                    received += data
+            assert received == b"hello from the backend\n"
+            demux.waitForLog("route=front/greeter closed")
+    finally:
+        greeter.close()
+
+
 def test_checkAndReload(keys: dict[str, Identity], tmp_path: Path) -> None:
     """
     C{--check} finds a missing key file, naming the route and the file; a
