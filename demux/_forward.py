@@ -105,6 +105,7 @@ _NEVER_DROPPED = frozenset({b"content-length", b"transfer-encoding", b"host"})
 _REASONS = {
     400: "Bad Request",
     408: "Request Timeout",
+    501: "Not Implemented",
     502: "Bad Gateway",
     504: "Gateway Timeout",
 }
@@ -468,6 +469,11 @@ class ForwardSession(Protocol):
             if event is None:
                 return
             if isinstance(event, HeadEvent):
+                if event.head.method == b"CONNECT":
+                    # A tunnel is not an HTTP exchange: its end could not be
+                    # found, and the backend is one server, not a proxy.
+                    self._refuse(501, "CONNECT is not forwarded")
+                    return
                 self._startRequest(event.head)
             elif isinstance(event, BodyEvent):
                 self.bodySent += len(event.data)

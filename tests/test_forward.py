@@ -213,6 +213,53 @@ class FramingPropertyTests(SynchronousTestCase):
         self.assertEqual(outcome(None), outcome(cuts))
 
 
+_RESPONSES = [
+    (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
+    (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
+    (b"GET", b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n"),
+    (b"GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"3\r\nabc\r\n0\r\n\r\n"),
+    (b"GET", b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n"),
+]
+
+
+class ResponsePropertyTests(SynchronousTestCase):
+    @settings(max_examples=200, deadline=None)
+    @given(
+        st.lists(st.sampled_from(_RESPONSES), min_size=1, max_size=5),
+        st.lists(st.integers(min_value=0, max_value=500), max_size=10),
+    )
+    def test_anySplit(self, responses: list[tuple[bytes, bytes]], cuts: list[int]) -> None:
+        """
+        Responses, told which request each answers, frame the same however
+        the bytes are split.
+        """
+        data = b"".join(r for _, r in responses)
+
+        def outcome(chunks: list[int] | None) -> list:
+            reader = MessageReader(requests=False)
+            for method, _ in responses:
+                reader.expect(method)
+            pieces = [data]
+            if chunks is not None:
+                c = sorted(set(x % (len(data) + 1) for x in chunks))
+                pieces = [data[a:b] for a, b in zip([0, *c], [*c, len(data)], strict=True)]
+            out: list = []
+            for piece in pieces:
+                reader.feed(piece)
+                for event in reader.events():
+                    if isinstance(event, BodyEvent) and out and isinstance(out[-1], BodyEvent):
+                        out[-1] = BodyEvent(out[-1].data + event.data)
+                    else:
+                        out.append(event)
+            return out
+
+        whole = outcome(None)
+        self.assertEqual(whole, outcome(cuts))
+        finals = [e for e in whole if isinstance(e, HeadEvent) and e.head.status >= 200]
+        self.assertEqual(len(finals), len(responses))
+
+
 CERT = b"-----BEGIN CERTIFICATE-----\nMIIB+/a=\n-----END CERTIFICATE-----\n"
 
 
@@ -516,3 +563,11 @@ class SessionTests(SynchronousTestCase):
         self.assertTrue(self.client.disconnecting)
         self.clock.advance(10)
         self.assertTrue(self.client.disconnected)
+
+    def test_connectRefused(self) -> None:
+        """
+        CONNECT is refused: a tunnel has no end the forwarder could find.
+        """
+        self.session.dataReceived(b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+        self.assertTrue(self.client.value().startswith(b"HTTP/1.1 501 Not Implemented\r\n"))
+        self.assertEqual(self.endpoint.attempts, [])
