@@ -15,6 +15,7 @@ from ._errors import (
     MatcherConfigError,
     UnknownMatcherError,
 )
+from ._forward import HTTPForwardTarget
 from ._health import HealthCheck, HealthService, IHealthCheck, checkForMatch
 from ._http import RequestHead, parseRequestHead
 from ._interfaces import (
@@ -40,6 +41,7 @@ from ._routes import (
     SourceFilter,
     decide,
 )
+from ._terminate import RoutesTarget, ServerTLSOptions, TLSTarget
 from ._tls import ClientHello, isGrease, parseClientHello
 
 __all__ = [
@@ -86,4 +88,8 @@ __all__ = [
     "HealthService",
     "IHealthCheck",
     "checkForMatch",
+    "HTTPForwardTarget",
+    "RoutesTarget",
+    "ServerTLSOptions",
+    "TLSTarget",
 ]

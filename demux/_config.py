@@ -25,9 +25,12 @@ from twisted.python.reflect import namedAny
 
 from ._client import SendProxy
 from ._errors import ConfigError
+from ._forward import DEFAULT_IDLE_TIMEOUT as DEFAULT_HTTP_IDLE_TIMEOUT
+from ._forward import DEFAULT_RESPONSE_TIMEOUT, HTTPForwardTarget
 from ._health import CHECK_KEYS, healthCheckFromRoute
 from ._interfaces import IMatcher, IMatcherFactory, ITarget
 from ._plugins import findMatcherFactory, matcherFactories
+from ._presets import withPreset
 from ._relay import (
     BALANCE_MODES,
     DEFAULT_CONNECT_TIMEOUT,
@@ -46,6 +49,12 @@ from ._routes import (
     matcherFor,
 )
 from ._splice import POOL_KEEP
+from ._terminate import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    RoutesTarget,
+    TLSTarget,
+    tlsOptionsFrom,
+)
 from ._transparent import TransparentSource, backendAddress
 
 _TOP_KEYS = {
@@ -78,6 +87,10 @@ _ROUTE_KEYS = {
     "splice",
     *CHECK_KEYS,
     "transparent",
+    "tls",
+    "routes",
+    "preset",
+    "http",
 }
 _BACKEND_ONLY = (
     "send_proxy",
@@ -171,7 +184,13 @@ def _target(
 ) -> ITarget:
     if ("backend" in route) == ("local" in route):
         raise ConfigError("needs exactly one of backend or local", where)
+    if "http" in route and not str(route.get("backend", "")).startswith("http"):
+        raise ConfigError('http needs a backend = "http://HOST:PORT"', where)
     if "backend" in route:
+        if isinstance(route["backend"], str) and route["backend"].startswith(
+            ("http://", "https://")
+        ):
+            return _httpTarget(route, where, reactor, connectTimeout, idleTimeout)
         where = f"{where}: backend"
         descriptions = route["backend"]
         if isinstance(descriptions, str):
@@ -277,6 +296,148 @@ def _transparent(
         except ValueError as e:
             raise ConfigError(f"{e} ({backend.description!r})", where) from None
     return TransparentSource()
+def _httpTarget(
+    route: Mapping[str, Any],
+    where: str,
+    reactor: Any,
+    connectTimeout: float,
+    idleTimeout: float | None,
+) -> ITarget:
+    """
+    The HTTP forwarder a C{backend = "http://HOST:PORT"} asks for.
+    """
+    place = f"{where}: backend"
+    url = route["backend"]
+    for key in _BACKEND_ONLY:
+        if key in route and key not in ("connect_timeout", "idle_timeout"):
+            raise ConfigError(f"{key} does not apply to an HTTP backend", where)
+    if url.startswith("https://"):
+        raise ConfigError(
+            "https:// backends are not supported; forward to http://HOST:PORT",
+            place,
+        )
+    authority = url[len("http://") :].rstrip("/")
+    host, sep, port = authority.rpartition(":")
+    if not sep or not port.isdigit() or not host or "/" in authority:
+        raise ConfigError(f"must be \"http://HOST:PORT\", not {url!r}", place)
+    # An IPv6 literal's colons are escaped in an endpoint string.
+    escaped = host.strip("[]").replace(":", "\\:")
+    description = f"tcp:{escaped}:{port}"
+    try:
+        endpoint = clientFromString(reactor, description)
+    except Exception as e:
+        raise ConfigError(f"bad backend {url!r}: {e}", place) from None
+    options = route.get("http", {})
+    if not isinstance(options, Mapping):
+        raise ConfigError("must be a table such as http.timeout = 30", f"{where}: http")
+    for key in options:
+        if key not in ("timeout", "forwarded"):
+            raise ConfigError(
+                f"unknown key {key!r} (known keys: forwarded, timeout)",
+                f"{where}: http",
+            )
+    timeout = DEFAULT_RESPONSE_TIMEOUT
+    if "timeout" in options:
+        timeout = _number(options["timeout"], f"{where}: http.timeout")
+    forwarded = options.get("forwarded", False)
+    if not isinstance(forwarded, bool):
+        raise ConfigError(
+            f"must be true or false, not {forwarded!r}", f"{where}: http.forwarded"
+        )
+    return HTTPForwardTarget(
+        endpoint,
+        url,
+        connectTimeout,
+        timeout,
+        forwarded,
+        DEFAULT_HTTP_IDLE_TIMEOUT if idleTimeout is None else idleTimeout,
+    )
+
+
+_INNER_KEYS = _ROUTE_KEYS - {"tls", "routes", "preset"}
+
+
+def _routeTarget(
+    route: Mapping[str, Any],
+    where: str,
+    reactor: Any,
+    connectTimeout: float,
+    idleTimeout: float | None,
+    factories: Mapping[str, IMatcherFactory],
+    limits: Mapping[str, Any],
+    name: str,
+) -> ITarget:
+    """
+    A route's target, with the TLS step and the inner routes it may have:
+    C{tls} ends TLS before the target, C{routes} decides the decrypted
+    stream again among inner routes (each with its own target).
+    """
+    if "routes" not in route:
+        target = _target(route, where, reactor, connectTimeout, idleTimeout)
+    else:
+        if "tls" not in route:
+            raise ConfigError(
+                "routes (inner routes) need tls: they match the decrypted stream",
+                where,
+            )
+        for key in ("backend", "local", "http", *_BACKEND_ONLY):
+            if key in route and key not in ("connect_timeout", "idle_timeout"):
+                raise ConfigError(
+                    f"has inner routes, so {key} belongs in each of them", where
+                )
+        inner = route["routes"]
+        if not isinstance(inner, list) or not inner:
+            raise ConfigError(
+                "must be a list of routes, such as [[routes.routes]] tables",
+                f"{where}: routes",
+            )
+        routes = []
+        for index, data in enumerate(inner, 1):
+            place = f"{where}: routes {index}"
+            if not isinstance(data, Mapping):
+                raise ConfigError("must be a table", place)
+            innerName = data.get("name", f"route{index}")
+            if not isinstance(innerName, str) or not innerName:
+                raise ConfigError(
+                    f"name must be a non-empty string, not {innerName!r}", place
+                )
+            place = f"{where}: route {innerName!r}"
+            for key in data:
+                if key not in _INNER_KEYS:
+                    raise ConfigError(
+                        f"unknown key {key!r} in an inner route (known keys: "
+                        f"{', '.join(sorted(_INNER_KEYS))})",
+                        place,
+                    )
+            if "match" not in data:
+                raise ConfigError("has no match table", place)
+            innerTimeout = connectTimeout
+            if "connect_timeout" in data:
+                innerTimeout = _number(
+                    data["connect_timeout"], f"{place}: connect_timeout"
+                )
+            innerIdle = idleTimeout
+            if "idle_timeout" in data:
+                innerIdle = _number(data["idle_timeout"], f"{place}: idle_timeout")
+            matcher = _matcher(data["match"], f"{place}: match", factories)
+            innerTarget = _target(data, place, reactor, innerTimeout, innerIdle)
+            routes.append(
+                Route(f"{name}/{innerName}", matcher, innerTarget, _sources(data, place))
+            )
+        try:
+            table = RouteTable(routes, **limits)
+        except ConfigError as e:
+            raise e.at(where) from None
+        target = RoutesTarget(table)
+    if "tls" in route:
+        options = tlsOptionsFrom(route["tls"], where, name)
+        handshakeTimeout = DEFAULT_HANDSHAKE_TIMEOUT
+        if "handshake_timeout" in route["tls"]:
+            handshakeTimeout = _number(
+                route["tls"]["handshake_timeout"], f"{where}: tls.handshake_timeout"
+            )
+        target = TLSTarget(options, target, handshakeTimeout=handshakeTimeout)
+    return target
 
 
 def _networks(value: object, where: str) -> tuple[IPNetwork, ...]:
@@ -450,6 +611,7 @@ def configFromDict(
             if name in names:
                 raise ConfigError("two routes have this name", where)
             names.add(name)
+            routeData = withPreset(routeData, where)
             for key in routeData:
                 if key not in _ROUTE_KEYS:
                     raise ConfigError(
@@ -469,7 +631,20 @@ def configFromDict(
                 routeIdle = _number(routeData["idle_timeout"], f"{where}: idle_timeout")
             matcher = _matcher(routeData["match"], f"{where}: match", factories)
             matchTables[name] = routeData["match"]
-            target = _target(routeData, where, reactor, routeTimeout, routeIdle)
+            target = _routeTarget(
+                routeData,
+                where,
+                reactor,
+                routeTimeout,
+                routeIdle,
+                factories,
+                dict(
+                    inspectDelay=inspectDelay,
+                    maxPeek=maxPeek,
+                    logConnections=logConnections,
+                ),
+                name,
+            )
             routes.append(Route(name, matcher, target, _sources(routeData, where)))
         if onTimeout is not None and onTimeout not in names:
             raise ConfigError(f"names no route: {onTimeout!r}", "on_timeout")

@@ -25,6 +25,7 @@ from ._peek import Peek
 from ._proxyheader import InvalidProxyHeader, ProxyInfo, headerLength, parseHeader
 from ._relay import LocalTarget, _peerText
 from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
+from ._terminate import localFactories
 
 log = Logger(namespace="demux")
 
@@ -69,8 +70,12 @@ class DemuxProtocol(Protocol):
 
     def connectionMade(self) -> None:
         self.started = self.clock.seconds()
-        self.peer = self.transport.getPeer()
-        self.host = self.transport.getHost()
+        # Set already when this connection is an inner one (the decrypted
+        # stream of a TLS route), whose client is the outer one's.
+        if self.peer is None:
+            self.peer = self.transport.getPeer()
+        if self.host is None:
+            self.host = self.transport.getHost()
         if self.table.filtersSources:
             self.sourceIP = _ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
@@ -491,9 +496,15 @@ def _startLocal(table: RouteTable) -> None:
     for route in table.routes:
         if isinstance(route.target, LocalTarget):
             route.target.factory.doStart()
+        else:
+            for factory in localFactories(route.target):
+                factory.doStart()
 
 
 def _stopLocal(table: RouteTable) -> None:
     for route in table.routes:
         if isinstance(route.target, LocalTarget):
             route.target.factory.doStop()
+        else:
+            for factory in localFactories(route.target):
+                factory.doStop()

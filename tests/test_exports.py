@@ -26,6 +26,8 @@ class ExportsTests(SynchronousTestCase):
                     "decide", "findMatcherFactory", "loadConfig", "matcherFactories",
                     "routeFromArgument",
                     "HealthCheck", "HealthService", "IHealthCheck", "checkForMatch",
+                    "HTTPForwardTarget", "RoutesTarget", "ServerTLSOptions",
+                    "TLSTarget",
                 ]
             ),
         )
