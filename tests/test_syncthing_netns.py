@@ -25,6 +25,8 @@ configuration and those tests fail saying so.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -148,48 +150,6 @@ def _buildStack(
         yield NetStack(directory, topology, servers, demux, devices)
 
 
-@pytest.fixture(scope="module")
-def terminated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetStack]:
-    """
-    Both devices, behind a demux that ends TLS for discovery.
-    """
-    with _buildStack(tmp_path_factory.mktemp("terminated"), DEVICES, True) as stack:
-        yield stack
-
-
-def test_passThroughDropsTheDynamicAddress(tmp_path: Path) -> None:
-    """
-    With the shipped example (discovery relayed as TLS to C{stdiscosrv}),
-    the discovery server sees A's announcement coming from C{127.0.0.1}:
-    once A has announced itself, the lookup lists its relay address but no
-    C{tcp://} address at all.  This is what the terminated discovery route
-    fixes, and shows that the tests below can fail.
-    """
-    with _buildStack(tmp_path, ("a",), terminating=False) as stack:
-        answer = stack.waitForAnnouncement("a")
-        print(f"pass-through: lookup of A from B: {answer.status} {answer.body}")
-        assert answer.tcpAddresses() == [], stack.describe()
-        log = stack.demux.log()
-        assert " route=discovery (" in log, log
-        address = stack.topology.devices["a"].address
-        assert f"{address}:" in log, log
-
-
-def test_terminatedDiscoveryPublishesTheDeviceAddress(terminated: NetStack) -> None:
-    """
-    With demux ending TLS for discovery and telling C{stdiscosrv -http} the
-    client's address, the lookup of A (HTTPS through demux, from B's
-    namespace) lists A's own address with its sync port.
-    """
-    answer = terminated.waitForAnnouncement("a")
-    print(f"terminated: lookup of A from B: {answer.status} {answer.body}")
-    address = terminated.topology.devices["a"].address
-    assert f"tcp://{address}:{netstack.SYNC_PORT}" in answer.addresses, (
-        f"{answer}\n{terminated.describe()}"
-    )
-    assert all(a.startswith(f"tcp://{address}:") for a in answer.tcpAddresses()), answer
-
-
 def _addPeerAndFolder(
     instance: NamespacedSyncthing, peer: NamespacedSyncthing, folder: Path
 ) -> None:
@@ -226,6 +186,74 @@ def _connection(
     return connection if connection and connection["connected"] else None
 
 
+def _introduce(stack: NetStack) -> dict[str, Any]:
+    """
+    Tell A and B about each other (by device ID only: their addresses come
+    from the discovery server), share a folder between them, and wait for
+    B to be connected to A; return B's connection to A as its REST API
+    describes it.
+    """
+    a, b = stack.devices["a"], stack.devices["b"]
+    for instance, peer in ((a, b), (b, a)):
+        folder = stack.directory / f"{instance.process.name}-folder"
+        folder.mkdir()
+        _addPeerAndFolder(instance, peer, folder)
+    return waitUntil(
+        partial(_connection, b, a),
+        CONNECT_TIMEOUT,
+        "B connecting to A",
+        stack.describe,
+        interval=0.5,
+    )
+
+
+@pytest.fixture(scope="module")
+def terminated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NetStack]:
+    """
+    Both devices, behind a demux that ends TLS for discovery.
+    """
+    with _buildStack(tmp_path_factory.mktemp("terminated"), DEVICES, True) as stack:
+        yield stack
+
+
+def test_passThroughDropsTheDynamicAddress(tmp_path: Path) -> None:
+    """
+    With the shipped example (discovery relayed as TLS to C{stdiscosrv}),
+    the discovery server sees A's announcement coming from C{127.0.0.1}:
+    once A has announced itself, the lookup lists its relay address but no
+    C{tcp://} address at all, and B can reach A only through the relay.
+    This is what the terminated discovery route fixes, and shows that the
+    tests below can fail.
+    """
+    with _buildStack(tmp_path, DEVICES, terminating=False) as stack:
+        answer = stack.waitForAnnouncement("a")
+        print(f"pass-through: lookup of A from B: {answer.status} {answer.body}")
+        assert answer.tcpAddresses() == [], f"{answer}\n{stack.describe()}"
+        address = stack.topology.devices["a"].address
+        log = stack.demux.log()
+        assert f"{address}:" in log and " route=discovery (" in log, log
+
+        stack.waitForAnnouncement("b")
+        connection = _introduce(stack)
+        print(f"pass-through: B's connection to A: {connection['type']}")
+        assert connection["type"].startswith("relay-"), connection
+
+
+def test_terminatedDiscoveryPublishesTheDeviceAddress(terminated: NetStack) -> None:
+    """
+    With demux ending TLS for discovery and telling C{stdiscosrv -http} the
+    client's address, the lookup of A (HTTPS through demux, from B's
+    namespace) lists A's own address with its sync port.
+    """
+    answer = terminated.waitForAnnouncement("a")
+    print(f"terminated: lookup of A from B: {answer.status} {answer.body}")
+    address = terminated.topology.devices["a"].address
+    assert f"tcp://{address}:{netstack.SYNC_PORT}" in answer.addresses, (
+        f"{answer}\n{terminated.describe()}"
+    )
+    assert all(a.startswith(f"tcp://{address}:") for a in answer.tcpAddresses()), answer
+
+
 def test_devicesConnectDirectlyAndSync(terminated: NetStack) -> None:
     """
     Knowing each other only by device ID, B finds A through the discovery
@@ -236,30 +264,18 @@ def test_devicesConnectDirectlyAndSync(terminated: NetStack) -> None:
     a, b = terminated.devices["a"], terminated.devices["b"]
     for name in ("a", "b"):
         terminated.waitForAnnouncement(name)
-    folders = {name: terminated.directory / f"{name}-folder" for name in ("a", "b")}
-    for instance, peer in ((a, b), (b, a)):
-        folders[instance.process.name].mkdir()
-        _addPeerAndFolder(instance, peer, folders[instance.process.name])
-
-    connection = waitUntil(
-        partial(_connection, b, a),
-        CONNECT_TIMEOUT,
-        "B connecting to A",
-        terminated.describe,
-        interval=0.5,
-    )
+    connection = _introduce(terminated)
     print(f"B's connection to A: {connection['type']} {connection['address']}")
     assert connection["type"] in ("tcp-client", "tcp-server"), (
         f"{connection}\n{terminated.describe()}"
     )
     deviceA = terminated.topology.devices["a"].address
-    deviceB = terminated.topology.devices["b"].address
-    assert connection["address"].split(":")[0] in (deviceA, deviceB), connection
+    assert connection["address"].startswith(f"{deviceA}:"), connection
 
     content = os.urandom(1024 * 1024 + 17)
-    (folders["a"] / "from-a.bin").write_bytes(content)
+    (terminated.directory / "a-folder" / "from-a.bin").write_bytes(content)
     a.rest("POST", f"/rest/db/scan?folder={FOLDER}")
-    copy = folders["b"] / "from-a.bin"
+    copy = terminated.directory / "b-folder" / "from-a.bin"
     waitUntil(
         lambda: copy.exists() and copy.read_bytes() == content,
         CONNECT_TIMEOUT,
@@ -270,3 +286,30 @@ def test_devicesConnectDirectlyAndSync(terminated: NetStack) -> None:
     # Still direct once the data has flowed.
     final = _connection(b, a)
     assert final is not None and final["type"].startswith("tcp-"), final
+
+
+def test_leftoversOfADeadRunAreRemoved() -> None:
+    """
+    Namespaces named after a test process that no longer exists (a run
+    that crashed), and what still runs in them, are removed before new ones
+    are made; those of a live process are left alone.
+    """
+    netns.requireNamespaces()
+    probe = subprocess.Popen(["true"])
+    probe.wait()
+    deadPid = probe.pid
+    dead = netns.Namespace(f"{netns.PREFIX}{deadPid}-left")
+    alive = netns.Namespace(f"{netns.PREFIX}{os.getpid()}-keep")
+    try:
+        for namespace in (dead, alive):
+            subprocess.run(["ip", "netns", "add", namespace.name], check=True)
+        sleeper = subprocess.Popen(dead.command(["sleep", "60"]))
+        waitUntil(lambda: sleeper.pid in dead.pids(), 10, "sleep running")
+        removed = netns.removeLeftovers()
+        assert dead.name in removed and alive.name not in removed, removed
+        assert not dead.path.exists() and alive.path.exists()
+        assert sleeper.wait(10) == -signal.SIGKILL
+    finally:
+        for namespace in (dead, alive):
+            if namespace.path.exists():
+                namespace.delete()
