@@ -7,7 +7,12 @@ Every proxy gets the same three routes to the same backends:
   - C{magic}: the first four bytes are C{9e79bc40} (Syncthing's relay session
     magic);
   - C{sni}: a TLS ClientHello naming C{bench.example.com};
-  - C{http}: an HTTP/1.x request.
+  - C{http}: an HTTP/1.x request;
+  - C{https}: any other TLS ClientHello, whose TLS the proxy ends itself
+    (with L{CERTIFICATE}) before forwarding the requests inside as HTTP to
+    the C{http} backend with the client's address in C{X-Forwarded-For}: the
+    discovery route of the Syncthing set-up, measured against the plain
+    relay of the C{http} route. sslh cannot end TLS and has no such route.
 
 HAProxy's configuration follows the pattern of the Syncthing write-up that
 seeded demux (C{req_ssl_hello_type}, C{req.payload(0,4) -m bin},
@@ -33,6 +38,26 @@ from tests._process import twistdCommand, waitForPort
 
 ROOT = Path(__file__).resolve().parent.parent
 SBIN = "/usr/sbin:/sbin"
+CERTIFICATE = "term.bench.test"
+"""The name in the certificate of the C{https} route."""
+
+
+def makeCertificate(directory: Path) -> tuple[Path, Path, Path]:
+    """
+    A self-signed certificate and key for the C{https} route, and both in
+    one file for HAProxy: the certificate, its key, and the two together.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "term.crt", directory / "term.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+         "-subj", f"/CN={CERTIFICATE}", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )
+    both = directory / "term.pem"
+    both.write_bytes(cert.read_bytes() + key.read_bytes())
+    return cert, key, both
 
 
 def environment() -> dict[str, str]:
@@ -96,7 +121,9 @@ class Running:
         return self.process is None or self.process.poll() is None
 
 
-def _demuxConfig(port: int, backends: Backends, inspectDelay: float) -> str:
+def _demuxConfig(
+    port: int, backends: Backends, inspectDelay: float, certificate: Path
+) -> str:
     return f"""\
 listen = ["tcp:{port}:interface=127.0.0.1:backlog=1024"]
 inspect_delay = {inspectDelay}
@@ -115,11 +142,18 @@ backend = "tcp:127.0.0.1:{backends.sni}"
 name = "http"
 match.http = {{}}
 backend = "tcp:127.0.0.1:{backends.http}"
+
+[[routes]]
+name = "https"
+match.tls = {{}}
+tls.certificate = "{certificate.with_suffix(".crt")}"
+tls.key = "{certificate.with_suffix(".key")}"
+backend = "http://127.0.0.1:{backends.http}"
 """
 
 
 def _haproxyConfig(
-    port: int, backends: Backends, inspectDelay: float, splice: bool
+    port: int, backends: Backends, inspectDelay: float, splice: bool, certificate: Path
 ) -> str:
     # Splicing needs pipes, two descriptors each, within the same 20,000.
     spliceLine = "    option splice-auto\n" if splice else ""
@@ -150,6 +184,26 @@ frontend mux
     use_backend magic if magic
     use_backend sni if sni
     use_backend http if http
+    use_backend https if client_hello
+
+# HAProxy's way to end TLS for one route of a TCP-mode port: loop the
+# connection back into an HTTP-mode frontend that holds the certificate.
+backend https
+    server loop abns@demux-bench-https-{port} send-proxy-v2
+
+frontend https
+    mode http
+    option httplog
+    bind abns@demux-bench-https-{port} accept-proxy ssl crt {certificate.with_suffix(".pem")} alpn http/1.1
+    http-request set-header X-Forwarded-For %[src]
+    http-request set-header X-Client-Port %[src_port]
+    http-request set-header X-Forwarded-Proto https
+    timeout http-keep-alive 300s
+    default_backend http-plain
+
+backend http-plain
+    mode http
+    server s 127.0.0.1:{backends.http}
 
 backend magic
     server s 127.0.0.1:{backends.magic}
@@ -258,19 +312,24 @@ def startProxy(
     inspectDelay: float,
     directory: Path,
     demuxRoot: Path = ROOT,
+    certificate: Path | None = None,
 ) -> Running:
     """
     Start proxy C{name} on C{port} relaying to C{backends}, and wait until it
     listens. C{"direct"} starts nothing: its "ports" are the backends'.
-    demux runs from C{demuxRoot}, a project tree.
+    demux runs from C{demuxRoot}, a project tree.  C{certificate} is the
+    C{https} route's (L{makeCertificate}'s C{.crt}; its C{.key} and C{.pem}
+    beside it).
     """
+    if certificate is None:
+        certificate = makeCertificate(directory / "tls")[0]
     if name == "direct":
         return Running(name, None, backends, directory)
     directory.mkdir(parents=True, exist_ok=True)
     log = directory / f"{name}.log"
     if name.startswith("demux"):
         config = directory / "demux.toml"
-        config.write_text(_demuxConfig(port, backends, inspectDelay))
+        config.write_text(_demuxConfig(port, backends, inspectDelay, certificate))
         # demux-w2: the same, in two processes sharing the port (--workers).
         workers = ["--workers", "2"] if name == "demux-w2" else []
         cmd = twistdCommand(
@@ -283,7 +342,9 @@ def startProxy(
     elif name.startswith("haproxy"):
         config = directory / f"{name}.cfg"
         config.write_text(
-            _haproxyConfig(port, backends, inspectDelay, name == "haproxy-splice")
+            _haproxyConfig(
+                port, backends, inspectDelay, name == "haproxy-splice", certificate
+            )
         )
         cmd = [str(which("haproxy")), "-db", "-f", str(config)]
         cwd = directory
@@ -320,6 +381,7 @@ __all__ = [
     "PROXIES",
     "Running",
     "available",
+    "makeCertificate",
     "startHttpBackend",
     "startProxy",
 ]

@@ -42,6 +42,7 @@ from bench._proxies import (
     Running,
     available,
     environment,
+    makeCertificate,
     snapshot,
     startHttpBackend,
     startProxy,
@@ -234,6 +235,7 @@ class Bench:
         self.preambles = {"magic": MAGIC, "sni": self.hello}
         self.deadline = time.monotonic() + settings.budget
         self.skipped: list[str] = []
+        self.certificate = makeCertificate(work / "tls")[0]
 
     # -- processes ---------------------------------------------------------
 
@@ -259,7 +261,8 @@ class Bench:
     def startProxies(self) -> None:
         for name in self.proxies:
             self.running[name] = startProxy(
-                name, freePort(), self.backends, 5, self.work / name, self.demuxRoot
+                name, freePort(), self.backends, 5, self.work / name, self.demuxRoot,
+                self.certificate,
             )
             log(f"  started {name} (pid {self.running[name].pid})")
 
@@ -339,13 +342,39 @@ class Bench:
         result = wrk(
             f"http://127.0.0.1:{proxy.ports.http}/", 50, 2, self.settings.httpSeconds
         )
-        busy = since(before) / self.settings.httpSeconds
+        used = since(before)
+        busy = used / self.settings.httpSeconds
         self.record(
             "http-c50", proxy.name, rep, result.requestsPerSecond,
             errors=result.errors, proxyCpuShare=busy,
         )
+        if proxy.pid is not None and result.requests:
+            self.record("http-cpu", proxy.name, rep, used / result.requests * 1e6)
         log(f"    {proxy.name:15} http  {result.requestsPerSecond:8.0f} req/s"
             f"  errors {result.errors}  proxy busy {busy:.0%}")
+
+    def https(self, rep: int, proxy: Running) -> None:
+        """
+        HTTP keep-alive requests inside TLS that the proxy ends, forwarded
+        as HTTP with the client's address: what ending TLS costs a request
+        beside relaying it (L{http}).
+        """
+        if proxy.pid is None or proxy.name.startswith("sslh"):
+            return
+        cpu, since = self.cpuFunctions(proxy)
+        before = cpu()
+        result = wrk(
+            f"https://127.0.0.1:{proxy.ports.http}/", 50, 2, self.settings.httpSeconds
+        )
+        used = since(before)
+        self.record(
+            "https-c50", proxy.name, rep, result.requestsPerSecond,
+            errors=result.errors, proxyCpuShare=used / self.settings.httpSeconds,
+        )
+        if result.requests:
+            self.record("https-cpu", proxy.name, rep, used / result.requests * 1e6)
+        log(f"    {proxy.name:15} https {result.requestsPerSecond:8.0f} req/s"
+            f"  errors {result.errors}  {used / max(1, result.requests) * 1e6:.0f} us CPU/request")
 
     def ttfb(self, rep: int, proxy: Running) -> None:
         for route in ("magic", "sni"):
@@ -452,6 +481,7 @@ class Bench:
             ("bulk", self.bulk),
             ("rates", self.rates),
             ("http", self.http),
+            ("https", self.https),
             ("ttfb", self.ttfb),
         ]
         for rep in range(self.settings.reps):
@@ -462,7 +492,7 @@ class Bench:
             # Rotate the order each repetition so no proxy always runs first.
             order = self.proxies[rep % len(self.proxies):] + self.proxies[: rep % len(self.proxies)]
             for label, workload in workloads:
-                if label == "http" and which("wrk") is None:
+                if label in ("http", "https") and which("wrk") is None:
                     continue
                 for name in order:
                     proxy = self.running[name]
