@@ -26,6 +26,7 @@ class ExportsTests(SynchronousTestCase):
                     "decide", "findMatcherFactory", "loadConfig", "matcherFactories",
                     "routeFromArgument",
                     "HealthCheck", "HealthService", "IHealthCheck", "checkForMatch",
+                    "DatagramPeek", "transportsOf",
                 ]
             ),
         )

@@ -10,7 +10,14 @@ from attrs import frozen
 from zope.interface import implementer, provider
 
 from .._errors import MatcherConfigError
-from .._interfaces import MATCH, NO_MATCH, IMatcher, IMatcherFactory, Verdict
+from .._interfaces import (
+    BOTH_TRANSPORTS,
+    MATCH,
+    NO_MATCH,
+    IMatcher,
+    IMatcherFactory,
+    Verdict,
+)
 from .._peek import Peek
 from .._tls import TLS_VERSIONS, ClientHello, parseClientHello
 from ._options import hostnameMatches, logSafe, optionTable, stringList
@@ -189,6 +196,7 @@ class tlsFactory:
     """
 
     name = "tls"
+    transports = BOTH_TRANSPORTS
     summary = (
         "Matches a TLS ClientHello, optionally by SNI, ALPN, version, ECH or "
         "JA4 fingerprint."
