@@ -13,6 +13,7 @@ from ._openvpn import OpenVPNMatcher, openvpnFactory
 from ._postgres import PostgresMatcher, postgresFactory
 from ._prefix import PrefixMatcher, prefixFactory
 from ._proxy_protocol import ProxyProtocolMatcher, proxyProtocolFactory
+from ._quic import QUICMatcher, quicFactory
 from ._rdp import RDPMatcher, rdpFactory
 from ._redis import RedisMatcher, redisFactory
 from ._regex import RegexMatcher, regexFactory
@@ -40,6 +41,7 @@ __all__ = [
     "PrefixMatcher",
     "PresetMatcher",
     "ProxyProtocolMatcher",
+    "QUICMatcher",
     "RDPMatcher",
     "RedisMatcher",
     "RegexMatcher",
@@ -59,6 +61,7 @@ __all__ = [
     "postgresFactory",
     "prefixFactory",
     "proxyProtocolFactory",
+    "quicFactory",
     "rdpFactory",
     "redisFactory",
     "regexFactory",
