@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ._dtls import parseDTLSClientHello
 from ._interfaces import Verdict
 from ._quic import ClientInitial, isLongHeader, parseClientInitial
 from ._tls import ClientHello
@@ -33,4 +34,4 @@ def datagramClientHello(
         if initial is Verdict.NEED_MORE:
             return Verdict.NEED_MORE
         return Verdict.NO_MATCH
-    return Verdict.NO_MATCH
+    return parseDTLSClientHello(datagrams)

@@ -510,15 +510,20 @@ def parseInitialDatagram(datagram: bytes) -> InitialDatagram | NotClientInitial:
     )
 
 
-def _assemble(pieces: list[tuple[int, bytes]]) -> bytes | None:
+def assembleStream(
+    pieces: list[tuple[int, bytes]], limit: int = _MAX_CRYPTO_END
+) -> bytes | None:
     """
-    The CRYPTO stream's bytes that are contiguous from offset 0, from
-    pieces in any order, overlapping or not; L{None} if two pieces give
-    different bytes for one offset (RFC 9000 section 19.6 lets a receiver
-    call that a protocol violation, and taking either would make the answer
-    depend on arrival order).
+    The bytes of a stream that are contiguous from offset 0, from pieces
+    C{(offset, data)} in any order, overlapping or not, up to C{limit}: the
+    CRYPTO stream of QUIC, or a DTLS handshake message from its fragments.
+
+    @return: those bytes, or L{None} if two pieces give different bytes for
+        one offset (RFC 9000 section 19.6 lets a receiver call that a
+        protocol violation, and taking either would make the answer depend
+        on arrival order).
     """
-    end = min(max((o + len(d) for o, d in pieces), default=0), _MAX_CRYPTO_END)
+    end = min(max((o + len(d) for o, d in pieces), default=0), limit)
     stream = bytearray(end)
     filled = bytearray(end)
     for offset, data in pieces:
@@ -571,7 +576,7 @@ def parseClientInitial(
         ):
             pieces.extend(more.crypto)
             carrying += 1 if more.crypto else 0
-    stream = _assemble(pieces)
+    stream = assembleStream(pieces)
     if stream is None:
         return NotClientInitial(MALFORMED, readLongHeader(datagrams[0]))
     hello = parseHandshakeMessage(stream, "quic")

@@ -7,6 +7,7 @@ from Python and for matchers that build on ours.
 
 from ._adb import ADBMatcher, adbFactory
 from ._any import AnyMatcher, anyFactory
+from ._dtls import DTLSMatcher, dtlsFactory
 from ._http import HTTP2Matcher, HTTPMatcher, http2Factory, httpFactory
 from ._mqtt import MQTTMatcher, mqttFactory
 from ._openvpn import OpenVPNMatcher, openvpnFactory
@@ -33,6 +34,7 @@ from ._xmpp import XMPPMatcher, xmppFactory
 __all__ = [
     "ADBMatcher",
     "AnyMatcher",
+    "DTLSMatcher",
     "HTTP2Matcher",
     "HTTPMatcher",
     "MQTTMatcher",
@@ -54,6 +56,7 @@ __all__ = [
     "adbFactory",
     "anyFactory",
     "bepFactory",
+    "dtlsFactory",
     "http2Factory",
     "httpFactory",
     "mqttFactory",
