@@ -16,6 +16,7 @@ def captureDatagrams(
     count: int = 4,
     firstTimeout: float = 10.0,
     quietTimeout: float = 0.5,
+    cwd: str | None = None,
 ) -> list[bytes]:
     """
     Run C{command(port)}, a client told to send to a UDP socket this binds
@@ -23,7 +24,7 @@ def captureDatagrams(
     C{count}, waiting at most C{firstTimeout} seconds for the first and
     C{quietTimeout} for each later one; the client is then killed.  Nothing
     is ever answered, so the client only sends its first flight (and maybe
-    retransmissions of it).
+    retransmissions of it).  C{cwd} is the client's working directory.
     """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
         server.bind(("127.0.0.1", 0))
@@ -33,6 +34,7 @@ def captureDatagrams(
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=cwd,
         )
         datagrams: list[bytes] = []
         try:

@@ -7,6 +7,7 @@ from Python and for matchers that build on ours.
 
 from ._adb import ADBMatcher, adbFactory
 from ._any import AnyMatcher, anyFactory
+from ._dns import DNSMatcher, dnsFactory
 from ._dtls import DTLSMatcher, dtlsFactory
 from ._http import HTTP2Matcher, HTTPMatcher, http2Factory, httpFactory
 from ._mqtt import MQTTMatcher, mqttFactory
@@ -20,6 +21,7 @@ from ._redis import RedisMatcher, redisFactory
 from ._regex import RegexMatcher, regexFactory
 from ._socks import SOCKSMatcher, socksFactory
 from ._ssh import SSHMatcher, sshFactory
+from ._stun import STUNMatcher, stunFactory
 from ._syncthing import (
     PresetMatcher,
     bepFactory,
@@ -29,11 +31,13 @@ from ._syncthing import (
 from ._syslog import SyslogMatcher, syslogFactory
 from ._tinc import TincMatcher, tincFactory
 from ._tls import TLSMatcher, tlsFactory
+from ._wireguard import WireGuardMatcher, wireguardFactory
 from ._xmpp import XMPPMatcher, xmppFactory
 
 __all__ = [
     "ADBMatcher",
     "AnyMatcher",
+    "DNSMatcher",
     "DTLSMatcher",
     "HTTP2Matcher",
     "HTTPMatcher",
@@ -49,13 +53,16 @@ __all__ = [
     "RegexMatcher",
     "SOCKSMatcher",
     "SSHMatcher",
+    "STUNMatcher",
     "SyslogMatcher",
     "TLSMatcher",
     "TincMatcher",
+    "WireGuardMatcher",
     "XMPPMatcher",
     "adbFactory",
     "anyFactory",
     "bepFactory",
+    "dnsFactory",
     "dtlsFactory",
     "http2Factory",
     "httpFactory",
@@ -72,8 +79,10 @@ __all__ = [
     "relaySessionFactory",
     "socksFactory",
     "sshFactory",
+    "stunFactory",
     "syslogFactory",
     "tincFactory",
     "tlsFactory",
+    "wireguardFactory",
     "xmppFactory",
 ]
