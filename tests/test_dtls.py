@@ -142,6 +142,29 @@ class StructureTests(SynchronousTestCase):
         self.assertEqual(hello.cookie, b"abcd")
         self.assertEqual(hello.serverName, "dtls.example")
 
+    def test_dtls13(self) -> None:
+        """
+        A DTLS 1.3 hello says so in supported_versions (Debian's OpenSSL 3.0
+        cannot send one, so it is made from a 1.2 hello by adding that).
+        """
+        pos = 2 + 32
+        pos += 1 + self.body[pos]  # session id
+        pos += 1 + self.body[pos]  # cookie
+        pos += 2 + int.from_bytes(self.body[pos : pos + 2], "big")  # suites
+        pos += 1 + self.body[pos]  # compression methods
+        extensions = self.body[pos + 2 :] + bytes.fromhex("002b000504fefcfefd")
+        body = self.body[:pos] + len(extensions).to_bytes(2, "big") + extensions
+        hello = parseDTLSClientHello((record(helloFragment(body, 0, len(body))),))
+        assert isinstance(hello, ClientHello), hello
+        self.assertEqual(hello.supportedVersions, (0xFEFC, 0xFEFD))
+        self.assertEqual(hello.highestVersion, 0xFEFC)
+        self.assertTrue(hello.ja4().startswith("dd3d"), hello.ja4())
+        peek = DatagramPeek([record(helloFragment(body, 0, len(body)))])
+        self.assertEqual(
+            dtlsFactory.build({}).describe(peek),
+            "dtls=1.3 sni=dtls.example alpn=coap,h2",
+        )
+
     def test_notDTLS(self) -> None:
         whole = record(helloFragment(self.body, 0, len(self.body)))
         for datagram in (

@@ -42,6 +42,7 @@ from demux._quic import (
 from demux._tls import ClientHello
 from demux.matchers import quicFactory, tlsFactory
 
+from ._corpus import FILES
 from ._quicpackets import (
     cryptoFrame,
     initialDatagram,
@@ -382,6 +383,55 @@ class VerdictTests(SynchronousTestCase):
             b"junk",
         ):
             self.assertIs(parseClientInitial((first, other)), NEED_MORE)
+
+
+def handshakeMessage(records: bytes) -> bytes:
+    """
+    The handshake bytes of a TCP capture's TLS records, without the record
+    headers: what QUIC carries in CRYPTO frames.
+    """
+    message = b""
+    pos = 0
+    while pos < len(records):
+        length = int.from_bytes(records[pos + 3 : pos + 5], "big")
+        message += records[pos + 5 : pos + 5 + length]
+        pos += 5 + length
+    return message
+
+
+class ChromiumTests(SynchronousTestCase):
+    """
+    Chromium's post-quantum ClientHello (the TCP capture in tests/corpus),
+    too large for one Initial, carried in two datagrams as Chromium's QUIC
+    stack does.
+    """
+
+    def test_twoDatagrams(self) -> None:
+        message = handshakeMessage(FILES["chromium-sni-alpn-pq.bin"])
+        self.assertGreater(len(message), 1500)
+        dcid = b"\xc0\xff\xee\x00\x11\x22\x33\x44"
+        cut = 1100
+        first = initialDatagram([cryptoFrame(0, message[:cut])], dcid)
+        second = initialDatagram(
+            [b"\x01" + cryptoFrame(cut, message[cut:])], dcid, firstPacketNumber=1
+        )
+        tls = tlsFactory.build({"sni": "example.com"})
+        expected = parseClientHello(FILES["chromium-sni-alpn-pq.bin"])
+        assert isinstance(expected, ClientHello)
+        for order in ([first, second], [second, first]):
+            peek = DatagramPeek(order[:1])
+            self.assertIs(tls.match(peek), NEED_MORE)
+            self.assertIs(quicFactory.build({}).match(peek), MATCH)
+            peek = peek.extended(order[1])
+            hello = peek.parse(parseClientHello)
+            assert isinstance(hello, ClientHello)
+            self.assertEqual(hello.serverName, expected.serverName)
+            self.assertEqual(hello.alpn, expected.alpn)
+            self.assertEqual(hello.ja4()[1:], expected.ja4()[1:])
+            self.assertEqual(hello.ja4()[0], "q")
+            self.assertIs(
+                tlsFactory.build({"sni": expected.serverName}).match(peek), MATCH
+            )
 
 
 class CoalescedTests(SynchronousTestCase):
