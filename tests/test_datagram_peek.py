@@ -19,7 +19,7 @@ from demux import (
     transportsOf,
 )
 from demux.matchers import anyFactory, prefixFactory, regexFactory, tlsFactory
-from demux.testing import assertConsistent
+from demux.testing import assertConsistent, datagramVerdictOf
 
 RFC9001_INITIAL = bytes.fromhex(
     (Path(__file__).parent / "data" / "rfc9001-client-initial.hex")
@@ -121,6 +121,16 @@ class DatagramPeekTests(SynchronousTestCase):
 
     def test_any(self) -> None:
         self.assertIs(anyFactory.build({}).match(DatagramPeek()), MATCH)
+
+    def test_datagramVerdictOf(self) -> None:
+        """
+        The testing helper feeds datagrams as a flow would, and stops at the
+        first decision.
+        """
+        tls = tlsFactory.build({"sni": "example.com"})
+        self.assertIs(datagramVerdictOf(tls, [RFC9001_INITIAL, b"junk"]), MATCH)
+        self.assertIs(datagramVerdictOf(tls, []), NEED_MORE)
+        self.assertIs(datagramVerdictOf(tls, [b"junk", RFC9001_INITIAL]), NO_MATCH)
 
 
 class TransportsTests(SynchronousTestCase):
