@@ -245,8 +245,8 @@ class ClientHello:
         """
         The JA4 fingerprint of this hello, as a TCP (C{t}), QUIC (C{q}) or
         DTLS (C{d}) client by its L{carrier}, following FoxIO's public JA4
-        specification: version, C{d} or C{i} for SNI or
-        not, cipher and extension counts, the first and last characters of
+        specification: version, C{d} or C{i} for SNI or not, cipher and
+        extension counts, the first and last characters of
         the first ALPN name, then the truncated SHA-256 of the sorted cipher
         suites and of the sorted extensions (without server_name and ALPN)
         followed by the signature algorithms in the order sent; GREASE values
