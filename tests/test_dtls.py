@@ -98,6 +98,8 @@ class OpenSSLTests(SynchronousTestCase):
         self.assertTrue(datagrams)
         hello = self._check(datagrams[:1])
         self.assertEqual(hello.highestVersion, 0xFEFD)
+        peek = DatagramPeek(datagrams[:1])
+        self.assertIs(tlsFactory.build({"version": "1.2"}).match(peek), MATCH)
         self.assertEqual(
             dtlsFactory.build({}).describe(DatagramPeek(datagrams[:1])),
             "dtls=1.2 sni=dtls.example alpn=coap,h2",
@@ -159,6 +161,11 @@ class StructureTests(SynchronousTestCase):
         self.assertEqual(hello.supportedVersions, (0xFEFC, 0xFEFD))
         self.assertEqual(hello.highestVersion, 0xFEFC)
         self.assertTrue(hello.ja4().startswith("dd3d"), hello.ja4())
+        peek13 = DatagramPeek([record(helloFragment(body, 0, len(body)))])
+        tls13 = tlsFactory.build({"version": "1.3"})
+        self.assertIs(tls13.match(peek13), MATCH)
+        self.assertIn("version=1.3", tls13.describe(peek13))
+        self.assertIs(tlsFactory.build({"version": "1.2"}).match(peek13), NO_MATCH)
         peek = DatagramPeek([record(helloFragment(body, 0, len(body)))])
         self.assertEqual(
             dtlsFactory.build({}).describe(peek),

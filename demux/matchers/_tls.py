@@ -30,6 +30,18 @@ _JA4 = re.compile(
 )
 
 
+# DTLS 1.0, 1.2 and 1.3 are TLS 1.1, 1.2 and 1.3 over datagrams: the
+# version option names them the same.
+_DTLS_AS_TLS = {0xFEFF: 0x0302, 0xFEFD: 0x0303, 0xFEFC: 0x0304}
+
+
+def _tlsVersion(hello: ClientHello) -> int | None:
+    version = hello.highestVersion
+    if hello.carrier == "dtls" and version is not None:
+        return _DTLS_AS_TLS.get(version, version)
+    return version
+
+
 def _versionName(version: int | None) -> str:
     if version is None:
         return "-"
@@ -78,7 +90,7 @@ class TLSMatcher:
                 return False
         if self.alpn is not None and self.alpn.isdisjoint(hello.alpn):
             return False
-        if self.versions is not None and hello.highestVersion not in self.versions:
+        if self.versions is not None and _tlsVersion(hello) not in self.versions:
             return False
         if self.ech is not None and hello.hasECH is not self.ech:
             return False
@@ -101,7 +113,7 @@ class TLSMatcher:
             f"alpn={','.join(logSafe(p) for p in hello.alpn) or '-'}",
         ]
         if self.versions is not None:
-            parts.append(f"version={_versionName(hello.highestVersion)}")
+            parts.append(f"version={_versionName(_tlsVersion(hello))}")
         if self.ech is not None:
             parts.append(f"ech={'yes' if hello.hasECH else 'no'}")
         if self.ja4 is not None:
