@@ -26,9 +26,10 @@ from ._interfaces import (
     IMatcherFactory,
     ITarget,
     Verdict,
+    transportsOf,
 )
 from ._observer import IConnectionObserver, NullObserver
-from ._peek import Peek
+from ._peek import DatagramPeek, Peek
 from ._plugins import ENTRY_POINT_GROUP, findMatcherFactory, matcherFactories
 from ._protocol import DemuxFactory, DemuxProtocol
 from ._relay import Backend, BackendTarget, LocalTarget
@@ -74,6 +75,8 @@ __all__ = [
     "NEED_MORE",
     "NO_MATCH",
     "Peek",
+    "DatagramPeek",
+    "transportsOf",
     "Route",
     "RouteTable",
     "UnknownMatcherError",

@@ -9,7 +9,7 @@ configuration; a target is what a decided connection is handed to.
 from __future__ import annotations
 
 import enum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from zope.interface import Attribute, Interface
 
@@ -73,6 +73,13 @@ class IMatcherFactory(Interface):
 
     Built-in matchers and third-party ones are found the same way, as objects
     providing this interface named in the C{demux.matchers} entry-point group.
+
+    A factory may also have a C{transports} attribute, a C{frozenset} of
+    L{STREAM} and L{DATAGRAM}, saying whether its matchers judge stream
+    connections (a L{demux.Peek}), datagram flows (a L{demux.DatagramPeek}),
+    or both; it is optional, and absent means streams only, so plugins
+    written before datagram listeners existed keep working unchanged.  Read
+    it with L{transportsOf}.
     """
 
     name = Attribute(
@@ -92,6 +99,30 @@ class IMatcherFactory(Interface):
         @raise demux.MatcherConfigError: with one sentence saying what is
             wrong with C{options}; the caller adds where it was written.
         """
+
+
+STREAM: Final = "stream"
+"""A L{IMatcherFactory.transports} value: judges stream connections."""
+
+DATAGRAM: Final = "datagram"
+"""A L{IMatcherFactory.transports} value: judges datagram flows."""
+
+BOTH_TRANSPORTS: Final = frozenset({STREAM, DATAGRAM})
+"""The C{transports} of a matcher that judges streams and datagrams."""
+
+DATAGRAM_ONLY: Final = frozenset({DATAGRAM})
+"""The C{transports} of a matcher of datagram flows only."""
+
+
+def transportsOf(factory: object) -> frozenset[str]:
+    """
+    The transports a matcher factory's matchers judge: its C{transports}
+    attribute, or C{{"stream"}} for a factory that has none.
+    """
+    transports = getattr(factory, "transports", None)
+    if transports is None:
+        return frozenset({STREAM})
+    return frozenset(transports)
 
 
 class ITarget(Interface):

@@ -27,6 +27,9 @@ from attrs import frozen
 
 from ._interfaces import Verdict
 
+Carrier = Literal["tcp", "quic", "dtls"]
+"""What carried a ClientHello: TLS records over TCP, QUIC or DTLS."""
+
 # Record layer (RFC 8446, section 5.1).
 _HANDSHAKE_RECORD: Final = 22
 MAX_RECORD_LENGTH: Final = 2**14
@@ -54,6 +57,12 @@ handshake header declaring more is not a ClientHello, and refusing it at once
 keeps a client from making us wait for bytes that could never parse.  (On the
 wire a hello this size spans at least nine records; in practice the demux's
 C{max_peek} cap decides long before.)
+"""
+
+MAX_DTLS_CLIENT_HELLO_LENGTH: Final = MAX_CLIENT_HELLO_LENGTH + 1 + (2**8 - 1)
+"""
+The largest DTLS ClientHello body: a TLS one plus its C{cookie<0..2^8-1>}
+(RFC 6347 section 4.2.1).
 """
 
 # Extension types this parser decodes (IANA "TLS ExtensionType Values").
@@ -150,6 +159,12 @@ class ClientHello:
     @ivar supportedGroups: the supported_groups extension's list, or C{()}.
     @ivar signatureAlgorithms: the signature_algorithms extension's list, or
         C{()}.
+    @ivar cookie: a DTLS hello's C{cookie} (empty in a client's first hello),
+        or L{None} for TLS over TCP and QUIC, which have no such field.
+    @ivar carrier: what carried the hello: C{"tcp"} (TLS records),
+        C{"quic"} (CRYPTO frames of Initial packets) or C{"dtls"} (DTLS
+        records); JA4 starts with its first letter, and DTLS numbers its
+        versions downwards.
     """
 
     recordLengths: tuple[int, ...]
@@ -165,6 +180,8 @@ class ClientHello:
     supportedVersions: tuple[int, ...]
     supportedGroups: tuple[int, ...]
     signatureAlgorithms: tuple[int, ...]
+    cookie: bytes | None = None
+    carrier: Carrier = "tcp"
 
     @property
     def extensionTypes(self) -> tuple[int, ...]:
@@ -216,16 +233,20 @@ class ClientHello:
     def highestVersion(self) -> int | None:
         """
         The highest non-GREASE version in L{offeredVersions}, or L{None} if it
-        offers only GREASE.
+        offers only GREASE.  DTLS numbers its versions downwards (1.2 is
+        C{0xfefd}, 1.3 C{0xfefc}), so for a DTLS hello that is the smallest.
         """
         real = [v for v in self.offeredVersions if not isGrease(v)]
-        return max(real) if real else None
+        if not real:
+            return None
+        return min(real) if self.carrier == "dtls" else max(real)
 
     def ja4(self) -> str:
         """
-        The JA4 fingerprint of this hello, as a TCP (C{t}) client, following
-        FoxIO's public JA4 specification: version, C{d} or C{i} for SNI or
-        not, cipher and extension counts, the first and last characters of
+        The JA4 fingerprint of this hello, as a TCP (C{t}), QUIC (C{q}) or
+        DTLS (C{d}) client by its L{carrier}, following FoxIO's public JA4
+        specification: version, C{d} or C{i} for SNI or not, cipher and
+        extension counts, the first and last characters of
         the first ALPN name, then the truncated SHA-256 of the sorted cipher
         suites and of the sorted extensions (without server_name and ALPN)
         followed by the signature algorithms in the order sent; GREASE values
@@ -237,7 +258,7 @@ class ClientHello:
         extensions = [t for t, _ in self.extensions if not isGrease(t)]
         alpn = _ja4Alpn(self.alpn[0].encode("latin-1") if self.alpn else b"")
         a = (
-            f"t{version}{sni}{min(len(ciphers), 99):02d}"
+            f"{self.carrier[0]}{version}{sni}{min(len(ciphers), 99):02d}"
             f"{min(len(extensions), 99):02d}{alpn}"
         )
         b = _ja4Hash(",".join(f"{c:04x}" for c in sorted(ciphers)))
@@ -372,7 +393,37 @@ def _fragments(data: bytes, records: list[int]) -> bytes:
     return b"".join(parts)
 
 
-def _messageLength(start: bytes) -> int:
+def parseHandshakeMessage(
+    message: bytes, carrier: Carrier = "quic", records: tuple[int, ...] = ()
+) -> ClientHello | Literal[Verdict.NEED_MORE, Verdict.NO_MATCH]:
+    """
+    Parse a bare ClientHello handshake message, with no TLS record layer
+    around it: its 4-byte header (type 1, 3-byte length) and body, as QUIC
+    carries it at offset 0 of the CRYPTO stream and as a DTLS hello's
+    fragments reassemble into (the DTLS caller writes the 4-byte header in
+    front of the reassembled body).
+
+    @param message: the message's bytes so far, contiguous from its start;
+        bytes after its end are ignored.
+    @param carrier: C{"quic"}, or C{"dtls"} for a DTLS body (whose version
+        is DTLS's and which has a cookie after the session id).
+    @param records: for DTLS, the lengths of the records that carried it.
+    @return: as L{parseClientHello}: the hello, L{NEED_MORE} while
+        C{message} is a well-formed prefix, L{NO_MATCH} once it cannot be.
+    """
+    maximum = MAX_DTLS_CLIENT_HELLO_LENGTH if carrier == "dtls" else None
+    try:
+        length = _messageLength(message, maximum)
+        if length < 0:
+            raise _Truncated()
+        return _parseBody(message, records, length - 4, carrier)
+    except _Truncated:
+        return Verdict.NEED_MORE
+    except _Malformed:
+        return Verdict.NO_MATCH
+
+
+def _messageLength(start: bytes, maximum: int | None = None) -> int:
     """
     The length of the handshake message, its header included, that
     C{start} begins, or -1 if its header has not all arrived.
@@ -386,7 +437,7 @@ def _messageLength(start: bytes) -> int:
         raise _Malformed()
     lengthBytes = start[1:4]
     smallest = int.from_bytes(lengthBytes, "big") << (8 * (3 - len(lengthBytes)))
-    if smallest > MAX_CLIENT_HELLO_LENGTH:
+    if smallest > (MAX_CLIENT_HELLO_LENGTH if maximum is None else maximum):
         raise _Malformed()
     if len(lengthBytes) < 3:
         return -1
@@ -394,18 +445,23 @@ def _messageLength(start: bytes) -> int:
 
 
 def _parseBody(
-    message: bytes, records: tuple[int, ...], bodyLength: int
+    message: bytes,
+    records: tuple[int, ...],
+    bodyLength: int,
+    carrier: Carrier = "tcp",
 ) -> ClientHello:
     """
     Parse the ClientHello body in C{message[4:]}, which may not all have
     arrived yet (then L{_Truncated} is raised once the parse reaches its end,
     or L{_Malformed} at the first field that cannot be right whatever
-    follows).
+    follows).  A DTLS body (C{carrier} C{"dtls"}) has a DTLS version and a
+    cookie after the session id; the rest is the same.
     """
+    dtls = carrier == "dtls"
     end = 4 + bodyLength
     pos = _need(message, 4, 2, end)
     legacyVersion = (message[4] << 8) | message[5]
-    if message[4] != 3:
+    if message[4] != (0xFE if dtls else 3):
         raise _Malformed()
     randomAt = pos
     pos = _need(message, pos, 33, end)
@@ -414,7 +470,14 @@ def _parseBody(
     if sessionIdLength > 32:
         raise _Malformed()
     sessionAt = pos
-    pos = _need(message, pos, sessionIdLength + 2, end)
+    cookie: bytes | None = None
+    if dtls:
+        pos = _need(message, pos, sessionIdLength + 1, end)
+        cookieAt = pos
+        pos = _need(message, pos, message[pos - 1] + 2, end)
+        cookie = message[cookieAt : pos - 2]
+    else:
+        pos = _need(message, pos, sessionIdLength + 2, end)
     sessionId = message[sessionAt : sessionAt + sessionIdLength]
     ciphersLength = (message[pos - 2] << 8) | message[pos - 1]
     if ciphersLength == 0 or ciphersLength % 2:
@@ -482,6 +545,8 @@ def _parseBody(
         supportedVersions=supportedVersions,
         supportedGroups=supportedGroups,
         signatureAlgorithms=signatureAlgorithms,
+        cookie=cookie,
+        carrier=carrier,
     )
 
 

@@ -3,8 +3,9 @@ Helpers for testing matchers, ours and third parties', the same way.
 
 A matcher must reach the same verdict for the same bytes however they arrive:
 whole, one byte at a time, or cut anywhere.  L{verdictOf} feeds a matcher
-chunks the way a connection would, and L{assertConsistent} checks every way of
-cutting a byte string at once.  L{clientHello} makes the first flight of a
+chunks the way a connection would (L{datagramVerdictOf} datagrams, the way a
+flow would), and L{assertConsistent} checks every way of cutting a byte
+string at once.  L{clientHello} makes the first flight of a
 real TLS client, to test a TLS matcher against.  L{reservePort} gives an
 integration test a port to hand to a program that must be told its port on
 its command line.
@@ -21,7 +22,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ._interfaces import NEED_MORE, IMatcher, Verdict
-from ._peek import Peek
+from ._peek import DatagramPeek, Peek
 
 
 def verdictOf(matcher: IMatcher, chunks: Iterable[bytes]) -> Verdict:
@@ -39,6 +40,22 @@ def verdictOf(matcher: IMatcher, chunks: Iterable[bytes]) -> Verdict:
         verdict = matcher.match(peek)
         if verdict is not NEED_MORE:
             return verdict
+    return verdict
+
+
+def datagramVerdictOf(matcher: IMatcher, datagrams: Iterable[bytes]) -> Verdict:
+    """
+    The first verdict other than C{NEED_MORE} that C{matcher} gives while a
+    flow's C{datagrams} arrive one after another, or C{NEED_MORE} if it
+    never decides; as a datagram listener would see it.
+    """
+    peek = DatagramPeek()
+    verdict = matcher.match(peek)
+    for datagram in datagrams:
+        if verdict is not NEED_MORE:
+            break
+        peek = peek.extended(datagram)
+        verdict = matcher.match(peek)
     return verdict
 
 

@@ -46,6 +46,11 @@ MATCHERS: Mapping[str, str] = {
     "redis": "a Redis command in RESP",
     "syslog": "syslog over TCP (RFC 3164, RFC 5424, octet counting)",
     "proxy_protocol": "a PROXY protocol v1 or v2 header",
+    "quic": "a QUIC client Initial (datagrams only: no TCP capture is one)",
+    "dtls": "a DTLS ClientHello (datagrams only)",
+    "wireguard": "a WireGuard handshake initiation (datagrams only)",
+    "dns": "a DNS query over UDP (datagrams only)",
+    "stun": "a STUN Binding request (datagrams only)",
 }
 """
 The matchers checked against the corpus, built with C{{}}, and what each

@@ -28,6 +28,7 @@ class ExportsTests(SynchronousTestCase):
                     "HealthCheck", "HealthService", "IHealthCheck", "checkForMatch",
                     "HTTPForwardTarget", "RoutesTarget", "ServerTLSOptions",
                     "TLSTarget",
+                    "DatagramPeek", "transportsOf",
                 ]
             ),
         )

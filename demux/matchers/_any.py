@@ -7,7 +7,7 @@ from __future__ import annotations
 from attrs import frozen
 from zope.interface import implementer, provider
 
-from .._interfaces import MATCH, IMatcher, IMatcherFactory, Verdict
+from .._interfaces import BOTH_TRANSPORTS, MATCH, IMatcher, IMatcherFactory, Verdict
 from .._peek import Peek
 from ._options import noOptions
 
@@ -33,6 +33,7 @@ class anyFactory:
     """
 
     name = "any"
+    transports = BOTH_TRANSPORTS
     summary = "Matches every connection (a catch-all for the last route)."
 
     @staticmethod

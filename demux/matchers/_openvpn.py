@@ -1,6 +1,6 @@
 """
-The C{openvpn} matcher: an OpenVPN client's first packet over TCP, its
-control channel hard reset.
+The C{openvpn} matcher: an OpenVPN client's first packet over TCP or UDP,
+its control channel hard reset.
 
 Over TCP every OpenVPN packet is preceded by its length in two bytes (big
 endian).  A client's first packet is C{P_CONTROL_HARD_RESET_CLIENT_V2}
@@ -19,6 +19,8 @@ and then, depending on how the control channel is wrapped, one of:
   - C{--tls-crypt-v2} (opcode 10 only): as C{--tls-crypt}, followed by the
     client's wrapped key, whose own length is the packet's last two bytes.
 
+Over UDP the packet is the same, one per datagram, without the length.
+
 Two bytes of length and an opcode alone would match a good share of random
 binary protocols, so the matcher waits for the whole packet (a hard reset is
 short: at most L{MAX_LENGTH_V3} bytes) and checks that it fits one of those
@@ -33,8 +35,16 @@ from collections.abc import Mapping
 from attrs import frozen
 from zope.interface import implementer, provider
 
-from .._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory, Verdict
-from .._peek import Peek
+from .._interfaces import (
+    BOTH_TRANSPORTS,
+    MATCH,
+    NEED_MORE,
+    NO_MATCH,
+    IMatcher,
+    IMatcherFactory,
+    Verdict,
+)
+from .._peek import DatagramPeek, Peek
 from ._options import intList, optionTable
 
 HARD_RESET_OPCODES = {1: 0x08, 2: 0x38, 3: 0x50}
@@ -166,6 +176,17 @@ def parseHardReset(data: bytes) -> HardReset | Verdict:
     return HardReset(version, wrap, length)
 
 
+def parseHardResetDatagram(datagram: bytes) -> HardReset | Verdict:
+    """
+    The client hard reset that C{datagram}, a UDP payload, is: the TCP
+    form without its length, so L{NO_MATCH} unless it is the whole packet.
+    """
+    if len(datagram) > MAX_LENGTH_V3:
+        return NO_MATCH
+    found = parseHardReset(len(datagram).to_bytes(2, "big") + datagram)
+    return NO_MATCH if found is NEED_MORE else found
+
+
 @implementer(IMatcher)
 @frozen
 class OpenVPNMatcher:
@@ -173,7 +194,8 @@ class OpenVPNMatcher:
     Matches an OpenVPN client's hard reset over TCP, of one of C{versions}.
 
     It needs the whole first packet, at most C{2 + MAX_LENGTH_V3} bytes, and
-    refuses other protocols from their first three bytes.
+    refuses other protocols from their first three bytes.  On a datagram
+    flow it judges the first datagram, the packet without its length.
 
     @ivar versions: the accepted hard reset versions (1, 2, 3).
     """
@@ -181,6 +203,13 @@ class OpenVPNMatcher:
     versions: tuple[int, ...] = (1, 2, 3)
 
     def match(self, peek: Peek) -> Verdict:
+        if isinstance(peek, DatagramPeek):
+            if not peek.datagrams:
+                return NEED_MORE
+            found = peek.parse(parseHardResetDatagram)
+            if isinstance(found, HardReset) and found.version in self.versions:
+                return MATCH
+            return NO_MATCH
         data = peek.data
         if len(data) >= 3 and data[2] not in (
             HARD_RESET_OPCODES[v] for v in self.versions
@@ -192,7 +221,10 @@ class OpenVPNMatcher:
         return found
 
     def describe(self, peek: Peek) -> str:
-        found = peek.parse(parseHardReset)
+        parser = (
+            parseHardResetDatagram if isinstance(peek, DatagramPeek) else parseHardReset
+        )
+        found = peek.parse(parser)
         if isinstance(found, HardReset):
             return f"openvpn=v{found.version} wrap={found.wrap}"
         return "openvpn"
@@ -201,12 +233,15 @@ class OpenVPNMatcher:
 @provider(IMatcherFactory)
 class openvpnFactory:
     """
-    C{match.openvpn = {}} for any OpenVPN client over TCP, or
+    C{match.openvpn = {}} for any OpenVPN client over TCP or UDP, or
     C{{versions = [2, 3]}} for some hard reset versions only.
     """
 
     name = "openvpn"
-    summary = "Matches an OpenVPN client over TCP by its first packet (hard reset)."
+    transports = BOTH_TRANSPORTS
+    summary = (
+        "Matches an OpenVPN client over TCP or UDP by its first packet (hard reset)."
+    )
 
     @staticmethod
     def build(options: object) -> IMatcher:

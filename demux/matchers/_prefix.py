@@ -11,7 +11,15 @@ from attrs import frozen
 from zope.interface import implementer, provider
 
 from .._errors import MatcherConfigError
-from .._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory, Verdict
+from .._interfaces import (
+    BOTH_TRANSPORTS,
+    MATCH,
+    NEED_MORE,
+    NO_MATCH,
+    IMatcher,
+    IMatcherFactory,
+    Verdict,
+)
 from .._peek import Peek
 from ._options import hexBytes, optionTable, positiveInt
 
@@ -68,7 +76,8 @@ class PrefixMatcher:
             if got & mask != want:
                 return NO_MATCH
         if len(window) < len(self.value):
-            return NEED_MORE
+            # A datagram shorter than the window will never grow.
+            return NO_MATCH if peek.dataComplete else NEED_MORE
         return MATCH
 
     def describe(self, peek: Peek) -> str:
@@ -88,6 +97,7 @@ class prefixFactory:
     """
 
     name = "prefix"
+    transports = BOTH_TRANSPORTS
     summary = "Matches fixed bytes (hex or text, optionally masked) at an offset."
 
     @staticmethod

@@ -43,7 +43,15 @@ from attrs import frozen
 from zope.interface import implementer, provider
 
 from .._errors import MatcherConfigError
-from .._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory, Verdict
+from .._interfaces import (
+    BOTH_TRANSPORTS,
+    MATCH,
+    NEED_MORE,
+    NO_MATCH,
+    IMatcher,
+    IMatcherFactory,
+    Verdict,
+)
 from .._peek import Peek
 from ._options import optionTable, positiveInt
 
@@ -369,9 +377,10 @@ class RegexMatcher:
     def match(self, peek: Peek) -> Verdict:
         window = peek.data[self.offset : self.offset + self.length]
         if len(peek.data) < self.offset:
-            return NEED_MORE
+            return NO_MATCH if peek.dataComplete else NEED_MORE
         verdict = self._automaton.run(window)
-        if verdict is NEED_MORE and len(window) == self.length:
+        if verdict is NEED_MORE and (len(window) == self.length or peek.dataComplete):
+            # The window is full, or is a whole datagram that will not grow.
             return NO_MATCH
         return verdict
 
@@ -387,6 +396,7 @@ class regexFactory:
     """
 
     name = "regex"
+    transports = BOTH_TRANSPORTS
     summary = (
         "Matches a bytes regular expression anchored at the start of a window "
         "of the first bytes."

@@ -10,7 +10,14 @@ from attrs import frozen
 from zope.interface import implementer, provider
 
 from .._errors import MatcherConfigError
-from .._interfaces import MATCH, NO_MATCH, IMatcher, IMatcherFactory, Verdict
+from .._interfaces import (
+    BOTH_TRANSPORTS,
+    MATCH,
+    NO_MATCH,
+    IMatcher,
+    IMatcherFactory,
+    Verdict,
+)
 from .._peek import Peek
 from .._tls import TLS_VERSIONS, ClientHello, parseClientHello
 from ._options import hostnameMatches, logSafe, optionTable, stringList
@@ -21,6 +28,18 @@ _JA4 = re.compile(
     r"([tqd][0-9a-z]{2}[di][0-9]{4})([0-9a-z]{2})_([0-9a-f]{12})_([0-9a-f]{12})",
     re.IGNORECASE,
 )
+
+
+# DTLS 1.0, 1.2 and 1.3 are TLS 1.1, 1.2 and 1.3 over datagrams: the
+# version option names them the same.
+_DTLS_AS_TLS = {0xFEFF: 0x0302, 0xFEFD: 0x0303, 0xFEFC: 0x0304}
+
+
+def _tlsVersion(hello: ClientHello) -> int | None:
+    version = hello.highestVersion
+    if hello.carrier == "dtls" and version is not None:
+        return _DTLS_AS_TLS.get(version, version)
+    return version
 
 
 def _versionName(version: int | None) -> str:
@@ -71,7 +90,7 @@ class TLSMatcher:
                 return False
         if self.alpn is not None and self.alpn.isdisjoint(hello.alpn):
             return False
-        if self.versions is not None and hello.highestVersion not in self.versions:
+        if self.versions is not None and _tlsVersion(hello) not in self.versions:
             return False
         if self.ech is not None and hello.hasECH is not self.ech:
             return False
@@ -94,7 +113,7 @@ class TLSMatcher:
             f"alpn={','.join(logSafe(p) for p in hello.alpn) or '-'}",
         ]
         if self.versions is not None:
-            parts.append(f"version={_versionName(hello.highestVersion)}")
+            parts.append(f"version={_versionName(_tlsVersion(hello))}")
         if self.ech is not None:
             parts.append(f"ech={'yes' if hello.hasECH else 'no'}")
         if self.ja4 is not None:
@@ -189,6 +208,7 @@ class tlsFactory:
     """
 
     name = "tls"
+    transports = BOTH_TRANSPORTS
     summary = (
         "Matches a TLS ClientHello, optionally by SNI, ALPN, version, ECH or "
         "JA4 fingerprint."
