@@ -23,7 +23,9 @@ from twisted.internet.endpoints import (
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.reflect import namedAny
 
+from . import _udpconfig
 from ._client import SendProxy
+from ._udp import DatagramTable, DatagramTarget, parseDatagramListen
 from ._errors import ConfigError
 from ._forward import DEFAULT_IDLE_TIMEOUT as DEFAULT_HTTP_IDLE_TIMEOUT
 from ._forward import DEFAULT_RESPONSE_TIMEOUT, HTTPForwardTarget
@@ -71,6 +73,7 @@ _TOP_KEYS = {
     "metrics",
     "log_connections",
     "routes",
+    *_udpconfig.TOP_KEYS,
 }
 _ROUTE_KEYS = {
     "name",
@@ -91,6 +94,7 @@ _ROUTE_KEYS = {
     "routes",
     "preset",
     "http",
+    "transport",
 }
 _BACKEND_ONLY = (
     "send_proxy",
@@ -132,6 +136,8 @@ class Config:
     @ivar matchTables: each route's C{match} table as it was written, by
         route name, so that the status view shows routes the way their
         author wrote them.
+    @ivar datagrams: the routes and limits for UDP listeners (C{udp:} in
+        C{listen}), or L{None} when no route applies to UDP.
     """
 
     listen: tuple[str, ...]
@@ -139,6 +145,7 @@ class Config:
     shutdownGrace: float = DEFAULT_SHUTDOWN_GRACE
     metrics: str | None = None
     matchTables: Mapping[str, object] = field(factory=dict)
+    datagrams: DatagramTable | None = None
 
 
 def _number(value: object, where: str, minimum: float = 0.0) -> float:
@@ -510,6 +517,11 @@ def _listen(value: object, where: str, reactor: Any) -> tuple[str, ...]:
     for description in value:
         if not isinstance(description, str):
             raise ConfigError(f"{description!r} is not a string", where)
+        try:
+            if parseDatagramListen(description) is not None:
+                continue
+        except ValueError as e:
+            raise ConfigError(f"bad UDP listen string {description!r}: {e}", where) from None
         endpoint, _ = listenSpec(description)
         _checkServer(endpoint, description, where, reactor)
     return tuple(value)
@@ -598,6 +610,8 @@ def configFromDict(
                 "has no routes; add at least one [[routes]] table", "routes"
             )
         routes = []
+        datagramRoutes: list[Route] = []
+        datagramTargets: dict[str, DatagramTarget] = {}
         matchTables: dict[str, object] = {}
         names: set[str] = set()
         for index, routeData in enumerate(routesData, 1):
@@ -621,6 +635,7 @@ def configFromDict(
                     )
             if "match" not in routeData:
                 raise ConfigError("has no match table", where)
+            transport = _udpconfig.routeTransport(routeData, where)
             routeTimeout = connectTimeout
             if "connect_timeout" in routeData:
                 routeTimeout = _number(
@@ -631,8 +646,23 @@ def configFromDict(
                 routeIdle = _number(routeData["idle_timeout"], f"{where}: idle_timeout")
             matcher = _matcher(routeData["match"], f"{where}: match", factories)
             matchTables[name] = routeData["match"]
+            if transport != "tcp" and _udpconfig.appliesToDatagrams(
+                routeData["match"], transport, where, factories
+            ):
+                datagramTarget = _udpconfig.datagramTarget(routeData, transport, where)
+                datagramTargets[name] = datagramTarget
+                datagramRoutes.append(
+                    Route(
+                        name,
+                        matcher,
+                        _udpconfig.DatagramOnly(datagramTarget),
+                        _sources(routeData, where),
+                    )
+                )
+            if transport == "udp":
+                continue
             target = _routeTarget(
-                routeData,
+                _udpconfig.streamPart(routeData),
                 where,
                 reactor,
                 routeTimeout,
@@ -652,15 +682,30 @@ def configFromDict(
             routes,
             inspectDelay=inspectDelay,
             maxPeek=maxPeek,
-            onTimeout=onTimeout,
+            onTimeout=onTimeout if any(r.name == onTimeout for r in routes) else None,
             maxConnections=maxConnections,
             maxConnectionsPerSource=perSource,
             maxUndecided=maxUndecided,
             logConnections=logConnections,
         )
+        datagrams = None
+        udpListening = [d for d in listening if parseDatagramListen(d) is not None]
+        if datagramRoutes:
+            datagrams = _udpconfig.datagramTable(
+                data, datagramRoutes, datagramTargets, table, onTimeout
+            )
+        if udpListening and datagrams is None:
+            raise ConfigError(
+                f"has UDP listeners ({udpListening[0]}) but no route applies to UDP",
+                "listen",
+            )
+        if len(udpListening) < len(listening) and not routes:
+            raise ConfigError(
+                "has TCP listeners but every route is UDP-only", "listen"
+            )
     except ConfigError as e:
         raise e.at(source) from None
-    return Config(listening, table, shutdownGrace, metrics, matchTables)
+    return Config(listening, table, shutdownGrace, metrics, matchTables, datagrams)
 
 
 def loadConfig(

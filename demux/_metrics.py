@@ -31,6 +31,7 @@ from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
 from zope.interface import implementer
 
+from ._udp import IFlowObserver
 from ._health import IHealthObserver
 from ._observer import IConnectionObserver
 from ._protocol import DemuxFactory, DemuxProtocol
@@ -43,7 +44,7 @@ DECIDE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5,
 CONNECT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
-@implementer(IConnectionObserver, IHealthObserver)
+@implementer(IConnectionObserver, IHealthObserver, IFlowObserver)
 class PrometheusObserver:
     """
     Counts every connection's steps as Prometheus metrics, in a registry of
@@ -124,6 +125,70 @@ class PrometheusObserver:
             ["route", "backend"],
             registry=r,
         )
+
+        self._flowMetrics()
+
+    def _flowMetrics(self) -> None:
+        r = self.registry
+        self.flowsRouted = Counter(
+            "demux_udp_flows_routed", "UDP flows that took a route.", ["route"], registry=r
+        )
+        self.flowsDropped = Counter(
+            "demux_udp_flows_dropped",
+            "UDP datagrams or undecided flows dropped without a route, by reason "
+            "(limit, no match, timeout).",
+            ["reason"],
+            registry=r,
+        )
+        self.flowsActive = Gauge(
+            "demux_udp_flows_active", "Routed UDP flows now.", ["route"], registry=r
+        )
+        self.flowsUndecided = Gauge(
+            "demux_udp_flows_undecided", "UDP flows waiting for a decision.", registry=r
+        )
+        self.flowsMigrated = Counter(
+            "demux_udp_flows_migrated",
+            "Client address changes followed by QUIC connection ID.",
+            ["route"],
+            registry=r,
+        )
+        self.flowDatagrams = Counter(
+            "demux_udp_datagrams",
+            "Datagrams of ended UDP flows, by route and direction (up, down).",
+            ["route", "direction"],
+            registry=r,
+        )
+        self.flowBytes = Counter(
+            "demux_udp_bytes",
+            "Bytes of ended UDP flows, by route and direction (up, down).",
+            ["route", "direction"],
+            registry=r,
+        )
+
+    def flowStarted(self) -> None:
+        self.flowsUndecided.inc()
+
+    def flowDropped(self, reason: str, started: bool) -> None:
+        self.flowsDropped.labels(reason).inc()
+        if started:
+            self.flowsUndecided.dec()
+
+    def flowRouted(self, route: str, decideSeconds: float) -> None:
+        self.flowsUndecided.dec()
+        self.flowsRouted.labels(route).inc()
+        self.flowsActive.labels(route).inc()
+
+    def flowMigrated(self, route: str) -> None:
+        self.flowsMigrated.labels(route).inc()
+
+    def flowClosed(
+        self, route: str, datagramsUp: int, datagramsDown: int, bytesUp: int, bytesDown: int
+    ) -> None:
+        self.flowsActive.labels(route).dec()
+        self.flowDatagrams.labels(route, "up").inc(datagramsUp)
+        self.flowDatagrams.labels(route, "down").inc(datagramsDown)
+        self.flowBytes.labels(route, "up").inc(bytesUp)
+        self.flowBytes.labels(route, "down").inc(bytesDown)
 
     def backendHealth(self, route: str, backend: str, up: bool | None) -> None:
         if up is None:

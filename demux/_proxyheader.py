@@ -304,6 +304,7 @@ def makeHeader(
     source: IAddress | None,
     destination: IAddress | None,
     tlvs: Iterable[TLV] = (),
+    datagram: bool = False,
 ) -> bytes:
     """
     The PROXY header (v1 or v2) that tells a backend a connection came from
@@ -312,6 +313,8 @@ def makeHeader(
 
     @param tlvs: for version 2, the TLVs to send after the addresses, in
         order; version 1 has no room for them.
+    @param datagram: for version 2, a UDP flow's header: transport DGRAM
+        instead of STREAM.
     @raise ValueError: if the TLVs do not fit in a header.
     """
     src = _ipAndPort(source)
@@ -338,10 +341,10 @@ def makeHeader(
     else:
         assert src is not None and dst is not None
         if src[0].version == 4:
-            commandFamily = b"\x21\x11"
+            commandFamily = b"\x21\x12" if datagram else b"\x21\x11"
             af = socket.AF_INET
         else:
-            commandFamily = b"\x21\x21"
+            commandFamily = b"\x21\x22" if datagram else b"\x21\x21"
             af = socket.AF_INET6
         body = (
             socket.inet_pton(af, str(src[0]))

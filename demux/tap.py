@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ._config import Config, configFromDict, listenSpec, loadConfig, routeFromArgument
+from ._udp import parseDatagramListen
 from ._errors import DemuxError
 from ._health import HealthService, IHealthObserver
 from ._lint import lint
@@ -149,8 +150,11 @@ class Options(usage.Options):
         except DemuxError as e:
             _fail(str(e))
         if self["list-matchers"]:
+            from ._udp import datagramsAllowed
+
             for name, factory in factories.items():
-                print(f"{name:16} {factory.summary}")
+                udp = " (UDP too)" if datagramsAllowed(factory) else ""
+                print(f"{name:16} {factory.summary}{udp}")
             raise SystemExit(0)
         try:
             self["demux"] = self._load(reactor, factories)
@@ -306,6 +310,7 @@ class DemuxService(Service):
         self.reloader = reload
         self.reactor = reactor
         self.workers: Any = None
+        self.flows: Any = None
         self._previousHandler: Any = None
         # Active health checks run in every process that routes, as each
         # picks backends by its own view of them.
@@ -365,6 +370,8 @@ class DemuxService(Service):
         self.health.setTable(config.table)
         self.factory.setTable(config.table)
         _logWarnings(config)
+        if self.flows is not None and config.datagrams is not None:
+            self.flows.setTable(config.datagrams)
         if self.workers is not None:
             self.workers.signal(signal.SIGHUP)
         log.info(
@@ -410,8 +417,23 @@ def makeService(options: Options) -> IService:
         _ListeningService(
             config.metrics, serverFromString(reactor, config.metrics), site
         ).setServiceParent(service)
+    if config.datagrams is not None:
+        from ._udp import FlowTable, IFlowObserver
+
+        demuxService.flows = FlowTable(
+            config.datagrams, reactor, IFlowObserver(observer, None)
+        )
     listening = []
     for description in config.listen:
+        udp = parseDatagramListen(description)
+        if udp is not None:
+            # UDP is served by this process only, not by --workers.
+            from ._udp import DatagramPortService
+
+            DatagramPortService(udp, demuxService.flows, reactor).setServiceParent(
+                service
+            )
+            continue
         endpoint, proxied = listenSpec(description)
         listener = _ListeningService(
             description,
