@@ -25,7 +25,6 @@ from twisted.python.reflect import namedAny
 
 from . import _udpconfig
 from ._client import SendProxy
-from ._udp import DatagramTable, DatagramTarget, parseDatagramListen
 from ._errors import ConfigError
 from ._forward import DEFAULT_IDLE_TIMEOUT as DEFAULT_HTTP_IDLE_TIMEOUT
 from ._forward import DEFAULT_RESPONSE_TIMEOUT, HTTPForwardTarget
@@ -58,6 +57,7 @@ from ._terminate import (
     tlsOptionsFrom,
 )
 from ._transparent import TransparentSource, backendAddress
+from ._udp import DatagramTable, DatagramTarget, parseDatagramListen
 
 _TOP_KEYS = {
     "listen",

@@ -13,6 +13,9 @@ from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
+from ._errors import ConfigError
+from ._interfaces import IMatcherFactory, ITarget
+from ._routes import ConnectionInfo, Route, RouteTable
 from ._udp import (
     DEFAULT_MAX_FLOW_DATAGRAMS,
     DEFAULT_MAX_FLOWS,
@@ -23,9 +26,6 @@ from ._udp import (
     isUDPBackend,
     parseUDPBackend,
 )
-from ._errors import ConfigError
-from ._interfaces import IMatcherFactory, ITarget
-from ._routes import ConnectionInfo, Route, RouteTable
 
 TOP_KEYS = {"udp_idle_timeout", "max_flows", "max_flows_per_source", "max_flow_datagrams"}
 TRANSPORTS = ("tcp", "udp", "both")

@@ -21,12 +21,12 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from ._config import Config, configFromDict, listenSpec, loadConfig, routeFromArgument
-from ._udp import parseDatagramListen
 from ._errors import DemuxError
 from ._health import HealthService, IHealthObserver
 from ._lint import lint
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
+from ._udp import parseDatagramListen
 
 log = Logger(namespace="demux")
 

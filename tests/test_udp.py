@@ -28,7 +28,9 @@ from demux import (
     Verdict,
     configFromDict,
 )
-from demux._datagram import (
+from demux._proxyheader import parseHeader
+from demux._routes import Route, RouteTable
+from demux._udp import (
     DatagramListen,
     DatagramTable,
     DatagramTarget,
@@ -39,8 +41,6 @@ from demux._datagram import (
     parseDatagramListen,
     parseUDPBackend,
 )
-from demux._proxyheader import parseHeader
-from demux._routes import Route, RouteTable
 from demux._udpconfig import DatagramOnly
 
 from ._fakes import startsWith
