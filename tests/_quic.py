@@ -7,8 +7,11 @@ a new local port mid-connection.
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,8 +23,38 @@ from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from ._servers import makeCertificate
+
+def makeCertificate(directory: Path, name: str) -> tuple[Path, Path]:
+    """
+    A self-signed certificate for C{name} with C{name} in its subject
+    alternative names (Chromium's QUIC wants it there), and its key.
+    """
+    cert = directory / f"{name}.quic.crt"
+    key = directory / f"{name}.quic.key"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
+            "-keyout", str(key), "-out", str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def spkiHash(cert: Path) -> str:
+    """
+    The base64 SHA-256 of a certificate's public key, as Chromium's
+    C{--ignore-certificate-errors-spki-list} takes it.
+    """
+    key = x509.load_pem_x509_certificate(cert.read_bytes()).public_key()
+    der = key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 class _H3Server(QuicConnectionProtocol):
@@ -66,6 +99,7 @@ class H3Server:
         self.name = name
         self.page = f"<html><body><h1>served by {name}</h1>".encode()
         cert, key = makeCertificate(directory, name)
+        self.spki = spkiHash(cert)
         configuration = QuicConfiguration(is_client=False, alpn_protocols=H3_ALPN)
         configuration.load_cert_chain(str(cert), str(key))
         protocol = type("H3", (_H3Server,), {"page": self.page})
