@@ -536,8 +536,21 @@ def main(argv: list[str] | None = None) -> int:
         "--wait-idle", type=float, default=0, metavar="SECONDS",
         help="wait up to SECONDS for the machine to be idle before starting",
     )
+    parser.add_argument(
+        "--udp", action="store_true",
+        help="run the UDP workload only (direct, demux, nginx's stream proxy)",
+    )
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
+    if args.udp:
+        from bench import _udp
+
+        udpWork = Path(tempfile.mkdtemp(prefix="demux-bench-udp-"))
+        udpRoot = ROOT if args.worktree else snapshot(udpWork / "demux-tree", args.revision)
+        try:
+            return _udp.main(args.quick, udpWork, udpRoot)
+        finally:
+            shutil.rmtree(udpWork, ignore_errors=True)
     if args.reps:
         settings = Settings(**{**settings.__dict__, "reps": args.reps})
 
