@@ -33,7 +33,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from . import _peek
+from . import _peek, _udpsocket
 from ._errors import DemuxError
 from ._interfaces import NEED_MORE
 from ._peek import Peek
@@ -414,16 +414,25 @@ class Flow:
 
     @ivar client: the client address replies go to (the latest the flow
         was seen from).
-    @ivar addresses: every client address the flow answers to.
+    @ivar local: the address the client sent to, for replies to come
+        from, on a wildcard listener that learns it; else L{None}.
+    @ivar addresses: every (local, client) address pair the flow answers to.
     @ivar route: the route's name once decided.
     @ivar pending: datagrams kept while undecided, in order.
     """
 
-    def __init__(self, table: FlowTable, listener: DatagramListener, client: Address):
+    def __init__(
+        self,
+        table: FlowTable,
+        listener: DatagramListener,
+        client: Address,
+        local: str | None = None,
+    ):
         self.flowTable = table
         self.listener = listener
         self.client = client
-        self.addresses: list[Address] = [client]
+        self.local = local
+        self.addresses: list[tuple[str | None, Address]] = [(local, client)]
         self.source = client[0]
         self.started = table.clock.seconds()
         self.lastSeen = self.started
@@ -522,7 +531,7 @@ class Flow:
             header = makeHeader(
                 2,
                 _twistedAddress(self.client),
-                self.listener.hostAddress(),
+                self.listener.hostAddress(self.local),
                 datagram=True,
             )
             datagram = header + datagram
@@ -542,7 +551,7 @@ class Flow:
             scid = longHeaderSCID(datagram)
             if scid:
                 self.flowTable.learnCID(self, scid)
-        self.listener.send(datagram, self.client)
+        self.listener.send(datagram, self.client, self.local)
 
     def close(self) -> None:
         self.closed = True
@@ -567,23 +576,37 @@ class DatagramListener(DatagramProtocol):
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self.flows.received(self, datagram, (addr[0], addr[1]))
 
-    def send(self, datagram: bytes, client: Address) -> None:
+    def datagramFrom(self, datagram: bytes, client: Address, local: str | None) -> None:
+        """
+        A datagram from a wildcard listener that knows which of the host's
+        addresses it was sent to (L{demux._udpsocket.PacketInfoPort}).
+        """
+        self.flows.received(self, datagram, client, local)
+
+    def send(self, datagram: bytes, client: Address, local: str | None = None) -> None:
+        transport: Any = self.transport
         try:
-            self.transport.write(datagram, client)  # type: ignore[union-attr]
+            if local is not None:
+                transport.write(datagram, client, local)
+            else:
+                transport.write(datagram, client)
         except OSError:
             pass
 
-    def hostAddress(self) -> IPv4Address | IPv6Address | None:
+    def hostAddress(self, local: str | None = None) -> IPv4Address | IPv6Address | None:
         """
-        The listener's own address, for a PROXY header.
+        The address the client sent to, for a PROXY header: C{local} with
+        the listener's port, or the listener's own address.
         """
         try:
             host = self.transport.getHost()  # type: ignore[union-attr]
         except Exception:
             return None
-        if isinstance(host, IPv4Address | IPv6Address):
-            return host
-        return None
+        if not isinstance(host, IPv4Address | IPv6Address):
+            return None
+        if local is not None:
+            return _twistedAddress((local, host.port))
+        return host
 
 
 class FlowTable:
@@ -607,7 +630,7 @@ class FlowTable:
         self.observer: IFlowObserver = (
             observer if observer is not None else NullFlowObserver()
         )
-        self.flows: dict[tuple[DatagramListener, Address], Flow] = {}
+        self.flows: dict[tuple[DatagramListener, str | None, Address], Flow] = {}
         self.perSource: dict[str, int] = {}
         self.cids: dict[bytes, Flow] = {}
         self.cidLengths: dict[int, int] = {}
@@ -623,22 +646,31 @@ class FlowTable:
         """
         return DatagramListener(self, description)
 
-    def received(self, listener: DatagramListener, datagram: bytes, client: Address) -> None:
-        flow = self.flows.get((listener, client))
+    def received(
+        self,
+        listener: DatagramListener,
+        datagram: bytes,
+        client: Address,
+        local: str | None = None,
+    ) -> None:
+        flow = self.flows.get((listener, local, client))
         if flow is not None:
-            self._deliver(flow, datagram, client)
+            self._deliver(flow, datagram, client, local)
             return
         if isShortHeader(datagram) and self.cids:
             flow = self._byCID(listener, datagram)
             if flow is not None:
-                self._migrate(flow, client)
-                self._deliver(flow, datagram, client)
+                self._migrate(flow, client, local)
+                self._deliver(flow, datagram, client, local)
                 return
-        self._new(listener, datagram, client)
+        self._new(listener, datagram, client, local)
 
-    def _deliver(self, flow: Flow, datagram: bytes, client: Address) -> None:
+    def _deliver(
+        self, flow: Flow, datagram: bytes, client: Address, local: str | None
+    ) -> None:
         if flow.decided:
             flow.client = client
+            flow.local = local
             flow.toBackend(datagram)
         else:
             flow.offer(datagram)
@@ -650,23 +682,29 @@ class FlowTable:
                 return flow
         return None
 
-    def _migrate(self, flow: Flow, client: Address) -> None:
+    def _migrate(self, flow: Flow, client: Address, local: str | None) -> None:
         if len(flow.addresses) >= MAX_ADDRESSES_PER_FLOW:
-            old = flow.addresses.pop(0)
-            self.flows.pop((flow.listener, old), None)
-        flow.addresses.append(client)
-        self.flows[(flow.listener, client)] = flow
+            oldLocal, old = flow.addresses.pop(0)
+            self.flows.pop((flow.listener, oldLocal, old), None)
+        flow.addresses.append((local, client))
+        self.flows[(flow.listener, local, client)] = flow
         assert flow.route is not None
         self.observer.flowMigrated(flow.route)
         if self.datagrams.table.logConnections:
             log.info(
                 "{text}",
-                text=f"udp {_text(flow.addresses[0])} route={flow.route} moved to "
+                text=f"udp {_text(flow.addresses[0][1])} route={flow.route} moved to "
                 f"{_text(client)} (QUIC connection ID)",
                 route=flow.route,
             )
 
-    def _new(self, listener: DatagramListener, datagram: bytes, client: Address) -> None:
+    def _new(
+        self,
+        listener: DatagramListener,
+        datagram: bytes,
+        client: Address,
+        local: str | None,
+    ) -> None:
         dt = self.datagrams
         if self.count >= dt.maxFlows:
             self.observer.flowDropped("limit", False)
@@ -676,7 +714,7 @@ class FlowTable:
         if dt.maxFlowsPerSource is not None and perSource >= dt.maxFlowsPerSource:
             self.observer.flowDropped("limit", False)
             return
-        flow = Flow(self, listener, client)
+        flow = Flow(self, listener, client, local)
         # Judged before it is entered in the table: a datagram that no route
         # can take costs no flow, so junk leaves nothing behind.
         flow.peek = flow.peek.extended(datagram)
@@ -687,7 +725,7 @@ class FlowTable:
         if decision is not None and decision.route is None:
             self.observer.flowDropped(decision.kind, False)
             return
-        self.flows[(listener, client)] = flow
+        self.flows[(listener, local, client)] = flow
         self.perSource[source] = perSource + 1
         self.count += 1
         self.undecided += 1
@@ -794,9 +832,9 @@ class FlowTable:
         if flow.closed:
             return
         flow.close()
-        for address in flow.addresses:
-            if self.flows.get((flow.listener, address)) is flow:
-                del self.flows[(flow.listener, address)]
+        for local, address in flow.addresses:
+            if self.flows.get((flow.listener, local, address)) is flow:
+                del self.flows[(flow.listener, local, address)]
         for cid in flow.cids:
             if self.cids.get(cid) is flow:
                 self._forgetCID(cid)
@@ -853,6 +891,13 @@ class DatagramPortService(Service):
             self.port = self.reactor.adoptDatagramPort(
                 fds[self.listen.systemdIndex], self.listen.family, protocol
             )
+        elif _udpsocket.SUPPORTED and _udpsocket.isWildcard(self.listen.interface):
+            # Replies must leave from the address each client sent to.
+            port = _udpsocket.PacketInfoPort(
+                self.reactor, self.listen.port, protocol, self.listen.family, MAX_DATAGRAM
+            )
+            port.startListening()
+            self.port = port
         else:
             self.port = self.reactor.listenUDP(
                 self.listen.port,

@@ -205,6 +205,42 @@ def test_tcpAndUDPOnOnePort(servers: dict[str, UDPServer]) -> None:
         tag.close()
 
 
+def test_wildcardRepliesFromAddressSentTo(servers: dict[str, UDPServer]) -> None:
+    """
+    On a listener bound to every address, the reply comes from the address
+    the client sent to (127.0.0.2 here, where the kernel would pick
+    127.0.0.1): a connected client socket, as QUIC and WireGuard clients
+    use, accepts nothing else.
+    """
+    config = 'listen = ["udp:{port}"]\n' + routesFor(servers)
+    for demux in run(config):
+        for host in ("127.0.0.2", "127.0.0.1"):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.settimeout(5)
+                s.connect((host, demux.port))
+                s.send(WIREGUARD_INITIATION)
+                reply, source = s.recvfrom(65535)
+                assert source == (host, demux.port)
+                assert reply == b"wireguard:" + WIREGUARD_INITIATION
+
+
+def test_wildcard6RepliesFromAddressSentTo(servers: dict[str, UDPServer]) -> None:
+    """
+    The same on an IPv6 wildcard listener, for IPv6 clients and for IPv4
+    clients it takes as v4-mapped.
+    """
+    config = 'listen = ["udp6:{port}"]\n' + routesFor(servers)
+    for demux in run(config):
+        for family, host in ((socket.AF_INET6, "::1"), (socket.AF_INET, "127.0.0.2")):
+            with socket.socket(family, socket.SOCK_DGRAM) as s:
+                s.settimeout(5)
+                s.connect((host, demux.port))
+                s.send(WIREGUARD_INITIATION)
+                reply, source = s.recvfrom(65535)
+                assert source[:2] == (host, demux.port)
+                assert reply == b"wireguard:" + WIREGUARD_INITIATION
+
+
 def rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -59,7 +59,7 @@ def waitForListening(demux: DemuxProcess, timeout: float = 20.0) -> None:
         if demux.process.poll() is not None:
             out = demux.process.communicate()[0].decode(errors="replace")
             raise AssertionError(f"demux exited:\n{out}")
-        if demux.logPath.exists() and "listening on udp:" in demux.log():
+        if demux.logPath.exists() and " (UDP " in demux.log():
             return
         time.sleep(0.05)
     raise AssertionError("demux never listened on UDP")
