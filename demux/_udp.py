@@ -20,6 +20,7 @@ Destination Connection ID is one of them joins its flow.
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -476,11 +477,13 @@ class Flow:
         failures: list[tuple[str, Exception]] = []
         decision = decide(dt.table, self.peek, final, source, failures)
         for name, error in failures:
-            log.failure(
-                "matcher of route {route} raised on a datagram",
+            log.debug(
+                "udp {peer} route={route}: its matcher failed on {count} "
+                "datagrams ({error!r}); counted as no match",
+                peer=_text(self.client),
                 route=name,
-                failure=None,
-                error=repr(error),
+                count=len(self.pending),
+                error=error,
             )
         if decision is not None:
             self.flowTable.decided(self, decision, why)
@@ -883,11 +886,12 @@ class DatagramPortService(Service):
     def _listen(self) -> None:
         protocol = self.flows.listener(self.listen.description)
         if self.listen.systemdIndex is not None:
-            from twisted.python.systemd import ListenFDs
-
-            fds = ListenFDs.fromEnvironment().inheritedDescriptors()
+            fds = _udpsocket.systemdDescriptors()
             if self.listen.systemdIndex >= len(fds):
                 raise DemuxError(f"systemd passed {len(fds)} sockets")
+            # systemd passes sockets blocking unless told NonBlocking=;
+            # Twisted reads until there is nothing left, so it must not be.
+            os.set_blocking(fds[self.listen.systemdIndex], False)
             self.port = self.reactor.adoptDatagramPort(
                 fds[self.listen.systemdIndex], self.listen.family, protocol
             )

@@ -182,3 +182,24 @@ def _destination(control: list[tuple[int, int, bytes]]) -> str | None:
                 address = address[7:]
             return address
     return None
+
+
+def systemdDescriptors() -> list[int]:
+    """
+    The sockets systemd passed, by index.
+
+    Twisted's endpoints module reads (and clears) systemd's environment
+    when it is imported, for its own C{systemd:} endpoints, so the
+    descriptors are asked of the reader it made: a Twisted private,
+    C{_SystemdParser._sddaemon}, touched here only, and
+    C{test_systemdDatagramSocket} fails if it goes away.  Without it, the
+    environment is read afresh.
+    """
+    from twisted.internet import endpoints
+    from twisted.python.systemd import ListenFDs
+
+    parser = getattr(endpoints, "_SystemdParser", None)
+    reader = getattr(parser, "_sddaemon", None)
+    if reader is None:
+        reader = ListenFDs.fromEnvironment()
+    return list(reader.inheritedDescriptors())

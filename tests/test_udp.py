@@ -655,3 +655,94 @@ class ConfigTests(SynchronousTestCase):
         )
         self.assertIsNone(config.table.onTimeout)
         self.assertEqual(config.datagrams.table.onTimeout, "u")
+
+
+class FlowTablePropertyTests(SynchronousTestCase):
+    @given(
+        st.lists(
+            st.one_of(
+                st.tuples(
+                    st.just("send"),
+                    st.integers(0, 30),
+                    st.sampled_from([b"\xc3junk", b"\x41" + b"S" * 8, b"zz", b"\xc3"]),
+                ),
+                st.tuples(st.just("reply"), st.integers(0, 30), st.binary(max_size=30)),
+                st.tuples(st.just("wait"), st.integers(0, 30), st.just(b"")),
+            ),
+            max_size=60,
+        )
+    )
+    def test_bounded(self, steps: list[tuple[str, int, bytes]]) -> None:
+        """
+        Whatever clients send, backends answer and time does, the table
+        holds at most C{maxFlows} flows, each source at most its cap, every
+        index agrees with the flows, and each flow has one timer.
+        """
+        h = Harness(
+            makeTable(
+                [("multi", NeedsDatagrams(2, b"\xc3")), ("quic", startsWith(b"\xc3"))],
+                maxFlows=5,
+                maxFlowsPerSource=3,
+                idleTimeout=3.0,
+                inspectDelay=1.0,
+            )
+        )
+        for kind, n, data in steps:
+            if kind == "send":
+                h.send(data, (f"192.0.2.{n % 4}", 1000 + n))
+            elif kind == "reply" and h.flows.flows:
+                flows = list(h.flows.flows.values())
+                flow = flows[n % len(flows)]
+                if flow.port is not None:
+                    flow.port.reply(b"\xc3\x00\x00\x00\x01\x00" + bytes([min(len(data), 20)]) + data)
+            else:
+                h.reactor.advance(n / 10)
+            live = {id(f): f for f in h.flows.flows.values()}
+            self.assertLessEqual(len(live), 5)
+            self.assertEqual(len(live), h.flows.count)
+            self.assertTrue(all(c <= 3 for c in h.flows.perSource.values()))
+            self.assertEqual(sum(h.flows.perSource.values()), h.flows.count)
+            for flow in h.flows.cids.values():
+                self.assertIn(id(flow), live)
+            self.assertEqual(len(h.reactor.getDelayedCalls()), len(live))
+        for _ in range(3):
+            h.reactor.advance(5)
+        self.assertEqual(h.flows.count, 0)
+        self.assertEqual(h.flows.cids, {})
+        self.assertTrue(all(p.stopped for p in h.backendPorts()))
+
+
+class MetricsTests(SynchronousTestCase):
+    def test_flowMetrics(self) -> None:
+        """
+        The Prometheus observer counts flows: routed, active, undecided,
+        dropped by reason, migrated, and datagrams and bytes at the end.
+        """
+        from zope.interface.verify import verifyObject
+
+        from demux._metrics import PrometheusObserver
+
+        observer = PrometheusObserver()
+        verifyObject(IFlowObserver, observer)
+        h = Harness(makeTable([("multi", NeedsDatagrams(2, b"\xc3")), ("quic", startsWith(b"\xc3"))], idleTimeout=1.0))
+        h.flows.observer = observer
+        h.send(b"\xc3a")
+        value = observer.registry.get_sample_value
+        self.assertEqual(value("demux_udp_flows_undecided"), 1)
+        h.send(b"\xc3b")
+        self.assertEqual(value("demux_udp_flows_undecided"), 0)
+        self.assertEqual(value("demux_udp_flows_active", {"route": "multi"}), 1)
+        h.send(b"nothing", ("192.0.2.9", 1))
+        self.assertEqual(value("demux_udp_flows_undecided"), 1)
+        h.send(b"nothing", ("192.0.2.9", 1))
+        self.assertEqual(value("demux_udp_flows_undecided"), 0)
+        self.assertEqual(value("demux_udp_flows_dropped_total", {"reason": "no match"}), 1)
+        h.backendPorts()[0].reply(b"r" * 10)
+        h.reactor.advance(2)
+        self.assertEqual(value("demux_udp_flows_active", {"route": "multi"}), 0)
+        self.assertEqual(value("demux_udp_flows_routed_total", {"route": "multi"}), 1)
+        labels = {"route": "multi", "direction": "up"}
+        self.assertEqual(value("demux_udp_datagrams_total", labels), 2)
+        self.assertEqual(value("demux_udp_bytes_total", labels), 4)
+        labels = {"route": "multi", "direction": "down"}
+        self.assertEqual(value("demux_udp_bytes_total", labels), 10)

@@ -11,6 +11,7 @@ import shutil
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -239,6 +240,33 @@ def test_wildcard6RepliesFromAddressSentTo(servers: dict[str, UDPServer]) -> Non
                 reply, source = s.recvfrom(65535)
                 assert source[:2] == (host, demux.port)
                 assert reply == b"wireguard:" + WIREGUARD_INITIATION
+
+
+# Binds the UDP socket systemd would, as descriptor 3, says so in the
+# environment as systemd does, and becomes twistd.
+SYSTEMD_SHIM = """
+import os, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("127.0.0.1", int(sys.argv[1])))
+if s.fileno() != 3:
+    os.dup2(s.fileno(), 3)
+os.set_inheritable(3, True)
+os.environ.update(LISTEN_FDS="1", LISTEN_FDNAMES="udp", LISTEN_PID=str(os.getpid()))
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def test_systemdDatagramSocket(servers: dict[str, UDPServer]) -> None:
+    """
+    C{udp:systemd:index=0} adopts the datagram socket systemd passed.
+    """
+    port = freePort()
+    config = 'listen = ["udp:systemd:index=0"]\n' + routesFor(servers)
+    prefix = [sys.executable, "-c", SYSTEMD_SHIM, str(port)]
+    with runDemux(config, port=port, waitFor=None, prefix=prefix) as demux:
+        waitForListening(demux)
+        assert f"(UDP 127.0.0.1:{port})" in demux.log()
+        assert exchange(port, STUN_BINDING) == b"stun:" + STUN_BINDING
 
 
 def rss(pid: int) -> int:
