@@ -165,9 +165,10 @@ class Options(usage.Options):
             self._checkStart(twistd)
         if self["check"]:
             config: Config = self["demux"]
-            names = ", ".join(route.name for route in config.table.routes)
+            # Every route, TCP and UDP, in the order written.
+            names = ", ".join(config.matchTables)
             print(
-                f"configuration OK: {len(config.table.routes)} routes ({names}); "
+                f"configuration OK: {len(config.matchTables)} routes ({names}); "
                 f"listening on {', '.join(config.listen)}"
             )
             for warning in lint(config.table, config.matchTables):

@@ -8,6 +8,7 @@ undecided flow) against the flow table's bounds.
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -425,3 +426,50 @@ backend = "udp:127.0.0.1:{sink.port}"
             assert sink.received == []
     finally:
         sink.close()
+
+
+def test_checkCountsUDPRoutes(tmp_path: Path) -> None:
+    """
+    C{--check} names UDP routes with the TCP ones, and the listeners.
+    """
+    config = tmp_path / "demux.toml"
+    config.write_text(
+        'listen = ["tcp:4443", "udp:4443"]\n' + ROUTES.format(dns=1, wireguard=2, stun=3, openvpn=4)
+        + '[[routes]]\nname = "tcp"\nmatch.any = {}\nbackend = "tcp:127.0.0.1:1"\n'
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "demux", "--config", str(config), "--check"],
+        capture_output=True, timeout=60,
+    )
+    assert result.returncode == 0, result
+    assert (
+        b"configuration OK: 5 routes (dns, wireguard, stun, openvpn, tcp); "
+        b"listening on tcp:4443, udp:4443"
+    ) in result.stdout
+
+
+def test_reloadChangesUDPRoutes(servers: dict[str, UDPServer]) -> None:
+    """
+    After SIGHUP, new flows take the new UDP routes; a flow decided before
+    keeps its backend.
+    """
+    config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + routesFor(servers)
+    for demux in run(config):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as old:
+            old.settimeout(5)
+            old.sendto(WIREGUARD_INITIATION, ("127.0.0.1", demux.port))
+            assert old.recv(65535).startswith(b"wireguard:")
+            path = demux.logPath.parent / "demux.toml"
+            # WireGuard's handshakes now go to the STUN server.
+            path.write_text(
+                path.read_text().replace(
+                    f"udp:127.0.0.1:{servers['wireguard'].port}",
+                    f"udp:127.0.0.1:{servers['stun'].port}",
+                )
+            )
+            demux.process.send_signal(signal.SIGHUP)
+            demux.waitForLog("reloaded:")
+            assert exchange(demux.port, WIREGUARD_INITIATION).startswith(b"stun:")
+            old.sendto(b"\x04later", ("127.0.0.1", demux.port))
+            assert old.recv(65535) == b"wireguard:\x04later"
