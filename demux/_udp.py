@@ -23,7 +23,7 @@ import ipaddress
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from attrs import field, frozen
@@ -34,10 +34,10 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from . import _peek, _udpsocket
+from . import _udpsocket
 from ._errors import DemuxError
-from ._interfaces import NEED_MORE
-from ._peek import Peek
+from ._interfaces import DATAGRAM, transportsOf
+from ._peek import DatagramPeek, Peek
 from ._proxyheader import makeHeader
 from ._routes import Decision, RouteTable, decide
 
@@ -73,41 +73,12 @@ cut short on its way through.
 Address = tuple[str, int]
 
 
-def _standInExtended(self: Any, datagram: bytes) -> Any:
-    new = type(self)((*self.datagrams, datagram))
-    new._parses = {p: r for p, r in self._parses.items() if r is not NEED_MORE}
-    return new
-
-
-class _StandInDatagramPeek(Peek):
-    """
-    The datagrams of a flow so far, with C{data} its first datagram: the
-    contract of C{demux._peek.DatagramPeek}, without its QUIC and DTLS
-    parses, used only until that class exists.
-    """
-
-    __slots__ = ("_datagrams",)
-
-    def __init__(self, datagrams: Sequence[bytes] = ()) -> None:
-        super().__init__(datagrams[0] if datagrams else b"")
-        self._datagrams = tuple(datagrams)
-
-    @property
-    def datagrams(self) -> tuple[bytes, ...]:
-        return self._datagrams
-
-    extended = _standInExtended  # type: ignore[assignment]
-
-
-DatagramPeek: Callable[[], Peek] = getattr(_peek, "DatagramPeek", _StandInDatagramPeek)
-
-
 def datagramsAllowed(factory: object) -> bool:
     """
-    Whether matchers made by C{factory} can judge datagrams: its
-    C{transports} attribute names C{"datagram"} (absent: streams only).
+    Whether matchers made by C{factory} can judge datagrams (its
+    C{transports}, absent meaning streams only).
     """
-    return "datagram" in getattr(factory, "transports", ("stream",))
+    return DATAGRAM in transportsOf(factory)
 
 
 # --- Addresses ---------------------------------------------------------------

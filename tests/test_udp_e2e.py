@@ -23,7 +23,7 @@ import pytest
 
 from ._process import DemuxProcess, freePort, runDemux
 from ._servers import TagServer
-from .test_udp_quic import LONG_ALPN, needsInitialParse, waitForListening
+from .test_udp_quic import LONG_ALPN, waitForListening
 
 pytestmark = pytest.mark.e2e
 
@@ -128,20 +128,19 @@ array and packet ID 0, as OpenVPN without tls-auth sends it.
 ROUTES = """
 [[routes]]
 name = "dns"
-# A standard query (QR and opcode zero) with one question.
-match.prefix = {{hex = "00000001", mask = "f800ffff", offset = 2}}
+match.dns = {{}}
 backend = "udp:127.0.0.1:{dns}"
 [[routes]]
 name = "wireguard"
-match.prefix = {{hex = "01000000"}}
+match.wireguard = {{}}
 backend = "udp:127.0.0.1:{wireguard}"
 [[routes]]
 name = "stun"
-match.prefix = {{hex = "2112a442", offset = 4}}
+match.stun = {{}}
 backend = "udp:127.0.0.1:{stun}"
 [[routes]]
 name = "openvpn"
-match.prefix = {{hex = "38"}}
+match.openvpn = {{}}
 backend = "udp:127.0.0.1:{openvpn}"
 """
 
@@ -294,9 +293,23 @@ metrics = "tcp:{metrics}:interface=127.0.0.1"
 {extra}
 [[routes]]
 name = "quic"
-match.prefix = {{hex = "c0", mask = "c0"}}
+match.quic = {{}}
 backend = "udp:127.0.0.1:{backend}"
 """
+
+
+def clientInitial(alpn: list[str] | None = None) -> list[bytes]:
+    """
+    A real client's first flight of QUIC Initial datagrams (aioquic's).
+    """
+    from aioquic.quic.connection import QuicConnection
+
+    from ._quic import clientConfiguration
+
+    configuration = clientConfiguration("one.example", *([alpn] if alpn else []))
+    connection = QuicConnection(configuration=configuration)
+    connection.connect(("127.0.0.1", 443), now=time.time())
+    return [d for d, _ in connection.datagrams_to_send(now=time.time())]
 
 
 def test_junkFromManyPorts() -> None:
@@ -350,9 +363,9 @@ def test_junkFromManyPorts() -> None:
 
 def test_initialFloodCappedAtMaxFlows() -> None:
     """
-    Initial-looking datagrams from 300 addresses make at most max_flows
-    flows: the backend hears from 50 flow sockets, the rest are counted as
-    dropped at the limit.
+    Real QUIC Initials (each a new connection) from 300 addresses make at
+    most max_flows flows: the backend hears from 50 flow sockets, the rest
+    are counted as dropped at the limit.
     """
     sink = UDPServer("sink", lambda d: None)
     metrics = freePort()
@@ -360,8 +373,8 @@ def test_initialFloodCappedAtMaxFlows() -> None:
     try:
         config = hostileConfig(sink.port, metrics, max_flows=50)
         for demux in run(config):
-            initial = b"\xc3\x00\x00\x00\x01\x08" + b"d" * 8 + b"\x08" + b"s" * 8 + b"\x00" * 1180
-            for n in range(300):
+            initials = [clientInitial()[0] for _ in range(300)]
+            for n, initial in enumerate(initials):
                 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
                 s.bind(("127.0.0.1", 0))
                 sockets.append(s)
@@ -386,18 +399,11 @@ def firstOfTwoInitials() -> bytes:
     """
     The first Initial datagram of a ClientHello too big for one.
     """
-    from aioquic.quic.connection import QuicConnection
-
-    from ._quic import clientConfiguration
-
-    connection = QuicConnection(configuration=clientConfiguration("one.example", LONG_ALPN))
-    connection.connect(("127.0.0.1", 443), now=time.time())
-    datagrams = connection.datagrams_to_send(now=time.time())
+    datagrams = clientInitial(LONG_ALPN)
     assert len(datagrams) >= 2
-    return datagrams[0][0]
+    return datagrams[0]
 
 
-@needsInitialParse
 def test_silentUndecidedFlowDropped() -> None:
     """
     A flow that sends half a ClientHello and then nothing is dropped at
@@ -473,3 +479,41 @@ def test_reloadChangesUDPRoutes(servers: dict[str, UDPServer]) -> None:
             assert exchange(demux.port, WIREGUARD_INITIATION).startswith(b"stun:")
             old.sendto(b"\x04later", ("127.0.0.1", demux.port))
             assert old.recv(65535) == b"wireguard:\x04later"
+
+
+@pytest.mark.skipif(shutil.which("openvpn") is None, reason="openvpn is not installed")
+def test_realOpenVPNClient(servers: dict[str, UDPServer], tmp_path: Path) -> None:
+    """
+    A real OpenVPN client's first datagram (its hard reset) takes the
+    openvpn route to its backend, whole and unchanged.
+    """
+
+    def run_(*argv: str) -> None:
+        subprocess.run(argv, cwd=tmp_path, check=True, capture_output=True, timeout=60)
+
+    run_("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+         "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "1", "-subj", "/CN=ca")
+    run_("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+         "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=client")
+    run_("openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+         "-CAcreateserial", "-out", "client.crt", "-days", "1")
+    config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + routesFor(servers)
+    for demux in run(config):
+        client = subprocess.Popen(
+            ["openvpn", "--client", "--dev", "null", "--proto", "udp", "--remote",
+             "127.0.0.1", str(demux.port), "--nobind", "--ca", "ca.crt", "--cert",
+             "client.crt", "--key", "client.key", "--connect-retry-max", "1", "--verb", "0"],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while not servers["openvpn"].received:
+                assert time.monotonic() < deadline, demux.log()
+                time.sleep(0.05)
+        finally:
+            client.kill()
+            client.wait(10)
+        first = servers["openvpn"].received[0]
+        assert first[0] >> 3 == 7  # P_CONTROL_HARD_RESET_CLIENT_V2
+        assert "route=openvpn (openvpn=v2 wrap=none)" in demux.log()
+        assert all(not s.received for name, s in servers.items() if name != "openvpn")

@@ -14,20 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from demux import _peek
-
 from ._process import DemuxProcess, runDemux
 from ._quic import H3Client, H3Server, fetch
 
 pytestmark = pytest.mark.e2e
-
-# The quic branch's DatagramPeek answers parseClientHello from QUIC
-# Initials; until it is in, routing by SNI cannot work.
-needsInitialParse = pytest.mark.skipif(
-    not hasattr(_peek, "DatagramPeek"),
-    reason="needs demux._peek.DatagramPeek (QUIC Initial decryption, the quic branch)",
-)
-
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[H3Server, H3Server]]:
@@ -66,11 +56,10 @@ def waitForListening(demux: DemuxProcess, timeout: float = 20.0) -> None:
 
 
 def quicRoute(server: H3Server, name: str = "h3") -> str:
-    # A QUIC long header: the form and fixed bits of the first byte.
     return f"""
 [[routes]]
 name = "{name}"
-match.prefix = {{hex = "c0", mask = "c0"}}
+match.quic = {{}}
 backend = "udp:127.0.0.1:{server.port}"
 """
 
@@ -131,7 +120,6 @@ def test_newConnectionIDAfterMoveIsLost(servers: tuple[H3Server, H3Server]) -> N
             fetch(demux.port, "one.example", ["/", "/lost"], between=moveAndChange, timeout=6)
 
 
-@needsInitialParse
 def test_twoSitesBySNI(servers: tuple[H3Server, H3Server]) -> None:
     """
     Two HTTP/3 servers with different certificates behind one UDP port,
@@ -222,7 +210,6 @@ class ReversingShim:
 LONG_ALPN = ["h3", *(f"x-demux-test-protocol-{n:03d}" for n in range(60))]
 
 
-@needsInitialParse
 def test_twoInitialsReversed(servers: tuple[H3Server, H3Server]) -> None:
     """
     A ClientHello that spans two Initial datagrams, the second arriving
