@@ -150,10 +150,13 @@ class Options(usage.Options):
         except DemuxError as e:
             _fail(str(e))
         if self["list-matchers"]:
-            from ._udp import datagramsAllowed
+            from ._interfaces import DATAGRAM, STREAM, transportsOf
 
             for name, factory in factories.items():
-                udp = " (UDP too)" if datagramsAllowed(factory) else ""
+                transports = transportsOf(factory)
+                udp = ""
+                if DATAGRAM in transports:
+                    udp = " (UDP too)" if STREAM in transports else " (UDP only)"
                 print(f"{name:16} {factory.summary}{udp}")
             raise SystemExit(0)
         try:

@@ -252,7 +252,9 @@ class ListMatchersTests(SynchronousTestCase):
         for line in result.stdout.decode("utf-8").splitlines():
             name, _, summary = line.partition(" ")
             # Matchers that judge datagrams too say so after their summary.
-            listed[name] = summary.strip().removesuffix(" (UDP too)")
+            listed[name] = (
+                summary.strip().removesuffix(" (UDP too)").removesuffix(" (UDP only)")
+            )
         expected = {name: f.summary for name, f in matcherFactories().items()}
         self.assertEqual(listed, expected)
         for name, summary in expected.items():

@@ -517,3 +517,19 @@ def test_realOpenVPNClient(servers: dict[str, UDPServer], tmp_path: Path) -> Non
         assert first[0] >> 3 == 7  # P_CONTROL_HARD_RESET_CLIENT_V2
         assert "route=openvpn (openvpn=v2 wrap=none)" in demux.log()
         assert all(not s.received for name, s in servers.items() if name != "openvpn")
+
+
+def test_listMatchersMarksUDP(tmp_path: Path) -> None:
+    """
+    C{--list-matchers} says which matchers judge datagrams, and whether
+    streams too.
+    """
+    result = subprocess.run(
+        [sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+         "demux", "--list-matchers"],
+        capture_output=True, timeout=60, cwd=tmp_path,
+    )
+    lines = {line.split()[0]: line for line in result.stdout.decode().splitlines() if line}
+    assert lines["quic"].endswith(" (UDP only)")
+    assert lines["tls"].endswith(" (UDP too)")
+    assert "UDP" not in lines["ssh"]
