@@ -141,6 +141,24 @@ class STUNTests(SynchronousTestCase):
             MATCH,
         )
 
+    def test_realClient(self) -> None:
+        """
+        coturn's C{turnutils_stunclient} (a real RFC 5389 client from
+        Debian) sends a Binding request the matcher takes.
+        """
+        if not have("turnutils_stunclient"):
+            self.fail("turnutils_stunclient is missing: tests/run installs coturn")
+        datagrams = captureDatagrams(
+            lambda port: ["turnutils_stunclient", "-p", str(port), "127.0.0.1"], count=1
+        )
+        self.assertEqual(len(datagrams), 1)
+        peek = DatagramPeek(datagrams)
+        self.assertIs(stunFactory.build({}).match(peek), MATCH)
+        self.assertEqual(stunFactory.build({}).describe(peek), "stun=binding")
+        self.assertIs(
+            stunFactory.build({"methods": ["allocate"]}).match(peek), NO_MATCH
+        )
+
     def test_options(self) -> None:
         for options in ({"methods": ["bind"]}, {"method": ["binding"]}, "binding"):
             self.assertRaises(MatcherConfigError, stunFactory.build, options)
