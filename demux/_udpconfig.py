@@ -95,7 +95,12 @@ def streamPart(route: Mapping[str, Any]) -> Mapping[str, Any]:
     """
     stream = {k: v for k, v in route.items() if k != "transport"}
     if "backend" in stream:
-        stream["backend"] = [b for b in _backends(route) if not isUDPBackend(b)]
+        backends = _backends(route)
+        kept = [b for b in backends if not isUDPBackend(b)]
+        if len(kept) < len(backends):
+            # Left as it was written otherwise: a single string may be more
+            # than an endpoint (an http:// forwarder's URL).
+            stream["backend"] = kept[0] if len(kept) == 1 else kept
     return stream
 
 
