@@ -6,6 +6,7 @@ mid-connection.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
@@ -112,8 +113,20 @@ def test_newConnectionIDAfterMoveIsLost(servers: tuple[H3Server, H3Server]) -> N
     config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + quicRoute(one)
 
     async def moveAndChange(client: H3Client, index: int) -> None:
+        # aioquic switches only to an ID the server has issued: until the
+        # NEW_CONNECTION_ID frames have come, change_connection_id() does
+        # nothing and the move alone succeeds (which once made this test
+        # pass by accident of timing).  Wait for one, and check the switch.
+        quic = client._quic
+        for _ in range(150):
+            if quic._peer_cid_available:
+                break
+            await asyncio.sleep(0.02)
+        assert quic._peer_cid_available, "the server issued no spare connection ID"
+        before = quic._peer_cid.cid
         await client.rebind()
         client.change_connection_id()
+        assert quic._peer_cid.cid != before
 
     for demux in udpDemux(config):
         with pytest.raises(TimeoutError):
