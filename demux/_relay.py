@@ -15,10 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from attrs import define, field, frozen
-from twisted.internet.abstract import isIPAddress as isIPv4Address
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone, TimeoutError, UserError
 from twisted.internet.interfaces import (
     IAddress,
@@ -33,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import _splice
+from . import _splice, _twisted
 from ._client import SendProxy, clientTransport, proxyHeaderFor
 from ._dial import SocketDial, canDial
 from ._interfaces import ITarget
@@ -79,7 +77,7 @@ class _RelayEnd(Protocol):
         self.bytesIn += len(data)
         session = self.session
         session.idle = False
-        _writeThrough(self.other.transport, data)  # type: ignore[union-attr]
+        _twisted.writeThrough(self.other.transport, data)  # type: ignore[union-attr]
         if len(data) >= UPGRADE_AT and session.mayUpgrade:
             session.upgrade()
 
@@ -92,7 +90,7 @@ class _RelayEnd(Protocol):
             # Nothing more will come from this side: stop it being paused
             # and resumed as a producer (resuming would read EOF again).
             other.transport.unregisterProducer()
-            _loseWriteThrough(other.transport)
+            _twisted.loseWriteThrough(other.transport)
         self._closeIfDone()
 
     def writeConnectionLost(self) -> None:
@@ -118,65 +116,6 @@ class _RelayEnd(Protocol):
             if not other.lost:
                 session.lingerThenAbort()
         session.endLost()
-
-
-def _idleSocket(transport: Any) -> bool:
-    """
-    Whether C{transport} is a plain socket transport that is connected, open
-    for writing and has nothing waiting in its buffer: what it is given now
-    may go straight to its socket without overtaking anything.
-    """
-    return (
-        _splice.plainSocket(transport)
-        and not transport._tempDataBuffer
-        and transport.offset == len(transport.dataBuffer)
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and transport.connected
-    )
-
-
-def _writeThrough(transport: Any, data: bytes) -> None:
-    """
-    Write C{data} to C{transport}, sending it at once when nothing waits in
-    the transport's buffer.
-
-    Twisted's TCP transport buffers every write and sends on the reactor's
-    next turn, which costs two changes of its epoll registration and a turn
-    per message; for the small messages of an interactive protocol (HTTP
-    keep-alive, SSH) that is most of the relay's work.  Order is kept: this
-    only sends when the buffer is empty, and leaves anything unsent (or any
-    error) to the transport.
-    """
-    if _idleSocket(transport):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
-
-
-def _loseWriteThrough(transport: Any) -> None:
-    """
-    Shut down C{transport}'s sending side, at once when nothing waits in its
-    buffer.
-
-    Twisted's C{loseWriteConnection} waits for the reactor's next turn to
-    flush an empty buffer (an empty C{send()} and two changes of the epoll
-    registration) before it shuts the socket down; for every short
-    connection that is a turn spent on nothing.  This does what that turn
-    would do, in the same order: mark the transport's writing side closed,
-    shut the socket down, tell its protocol.
-    """
-    if _idleSocket(transport):
-        transport._writeDisconnecting = True
-        transport._writeDisconnected = True
-        transport._closeWriteConnection()
-        return
-    transport.loseWriteConnection()
 
 
 class _ClientEnd(_RelayEnd):
@@ -292,19 +231,20 @@ class _ClientEnd(_RelayEnd):
             self._connector = attempt
             attempt.start()
             return
-        if type(endpoint) is TCP4ClientEndpoint:
+        address = backend.address
+        if address is not None:
             # The common case, without the endpoint's wrapping protocol and
             # Deferreds: a connection costs less, and so does every read.
-            reactor = endpoint._reactor
-            bind = endpoint._bindAddress
+            reactor = address.reactor
+            bind = address.bindAddress
             if (
-                isIPv4Address(endpoint._host)
+                address.numeric
                 and canDial(reactor)
                 and (bind is None or isinstance(bind, tuple))
             ):
                 dial = SocketDial(
                     reactor,
-                    (endpoint._host, endpoint._port),
+                    (address.host, address.port),
                     _DirectFactory(self),
                     self._failed,
                     self.target.connectTimeout,
@@ -314,11 +254,11 @@ class _ClientEnd(_RelayEnd):
                 dial.start()
                 return
             self._connector = reactor.connectTCP(
-                endpoint._host,
-                endpoint._port,
+                address.host,
+                address.port,
                 _DirectFactory(self),
                 timeout=self.target.connectTimeout,
-                bindAddress=endpoint._bindAddress,
+                bindAddress=bind,
             )
             return
         d = endpoint.connect(_BackendFactory(self))
@@ -385,7 +325,7 @@ class _ClientEnd(_RelayEnd):
         if first:
             # Sent now rather than on the reactor's next turn: this write is
             # on the path of every connection's first answer.
-            _writeThrough(backend.transport, first)
+            _twisted.writeThrough(backend.transport, first)
         # Each transport is the other's producer: a slow reader on one side
         # pauses reading on the other, so memory stays bounded.
         backend.transport.registerProducer(self.transport, True)
@@ -393,7 +333,7 @@ class _ClientEnd(_RelayEnd):
         if self.readClosed:
             # The client finished sending before the backend answered.
             backend.transport.unregisterProducer()
-            _loseWriteThrough(backend.transport)
+            _twisted.loseWriteThrough(backend.transport)
         else:
             self.transport.resumeProducing()
 
@@ -415,20 +355,34 @@ class _ClientEnd(_RelayEnd):
             return
         try:
             relay = _splice.SpliceRelay(
-                self,
-                backend,
-                up=_splice.pending(backend.transport),
-                down=_splice.pending(self.transport),
+                self.transport,
+                backend.transport,
+                self.reactor,
+                self._spliceMoved,
+                up=_twisted.pending(backend.transport),
+                down=_twisted.pending(self.transport),
+                clientDone=self.readClosed,
+                backendDone=backend.readClosed,
             )
         except _splice.NoRoom:
             return
         self.mayUpgrade = False
-        _splice.takePending(backend.transport)
-        _splice.takePending(self.transport)
+        _twisted.takePending(backend.transport)
+        _twisted.takePending(self.transport)
         self.transport.unregisterProducer()
         backend.transport.unregisterProducer()
         self.fastPath = relay
         relay.start()
+
+    def _spliceMoved(self, upward: bool, count: int) -> None:
+        """
+        The splice relay read C{count} bytes, from the client if C{upward}.
+        """
+        self.idle = False
+        if upward:
+            self.bytesIn += count
+        elif self.other is not None:
+            self.other.bytesIn += count
 
     def _checkIdle(self) -> None:
         """
@@ -604,6 +558,15 @@ class Backend:
 
     endpoint: IStreamClientEndpoint
     description: str
+    address: _twisted.TCP4Address | None = field(init=False, eq=False, repr=False)
+    """
+    Where a C{tcp:} endpoint connects, read from it here, once, so that
+    dialling reads no endpoint internals per connection; L{None} for other
+    endpoints.
+    """
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "address", _twisted.tcp4Address(self.endpoint))
 
 
 @define
