@@ -13,7 +13,6 @@ from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -26,6 +25,7 @@ from ._health import HealthService, IHealthObserver
 from ._lint import lint
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
+from ._twisted import SynchronousEndpointService, forgetExitSignal
 
 log = Logger(namespace="demux")
 
@@ -325,8 +325,7 @@ class DemuxService(Service):
         ends with status 0 once open connections are drained, as HAProxy's
         and sslh's do; twistd would otherwise end by raising the signal again.
         """
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
+        forgetExitSignal(self.reactor, signal.SIGTERM)
 
     def _onSignal(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reload)
@@ -459,13 +458,11 @@ def _withoutWorkers(arguments: list[str]) -> list[str]:
     return kept
 
 
-class _ListeningService(StreamServerEndpointService):
+class _ListeningService(SynchronousEndpointService):
     """
     Listens on one endpoint; a port that cannot be had (in use, not
     permitted) stops start-up with one line instead of a traceback.
     """
-
-    _raiseSynchronously = True
 
     def __init__(self, description: str, endpoint: Any, factory: Any) -> None:
         super().__init__(endpoint, factory)
@@ -482,4 +479,4 @@ class _ListeningService(StreamServerEndpointService):
             self.port = port
             return port
 
-        self._waitingForPort.addCallback(keep)
+        self.whenListening().addCallback(keep)
