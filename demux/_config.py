@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attrs import field, frozen
-from twisted.internet.endpoints import (
-    _parseServer,
-    clientFromString,
-    serverFromString,
-)
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.reflect import namedAny
 
@@ -56,6 +52,7 @@ from ._terminate import (
     tlsOptionsFrom,
 )
 from ._transparent import TransparentSource, backendAddress
+from ._twisted import parseServer
 
 _TOP_KEYS = {
     "listen",
@@ -489,7 +486,7 @@ def _checkServer(endpoint: str, description: str, where: str, reactor: Any) -> N
         if endpoint.startswith("systemd:"):
             # Outside systemd the descriptors it names do not exist yet;
             # check the syntax only.
-            _parseServer(endpoint, None)
+            parseServer(endpoint)
         else:
             serverFromString(reactor, endpoint)
     except Exception as e:
