@@ -31,7 +31,6 @@ from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._plugins import ENTRY_POINT_GROUP, findMatcherFactory, matcherFactories
 from ._protocol import DemuxFactory, DemuxProtocol
-from ._relay import Backend, BackendTarget, LocalTarget
 from ._routes import (
     AllOf,
     ConnectionInfo,
@@ -41,6 +40,7 @@ from ._routes import (
     SourceFilter,
     decide,
 )
+from ._targets import Backend, BackendTarget, LocalTarget
 from ._terminate import RoutesTarget, ServerTLSOptions, TLSTarget
 from ._tls import ClientHello, isGrease, parseClientHello
 

@@ -5,7 +5,6 @@ it over, and get out of the way.
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -20,12 +19,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._addresses import ipOf, peerText
 from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._proxyheader import InvalidProxyHeader, ProxyInfo, headerLength, parseHeader
-from ._relay import LocalTarget, _peerText
 from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
-from ._terminate import localFactories
+from ._targets import localFactories
 
 log = Logger(namespace="demux")
 
@@ -77,7 +76,7 @@ class DemuxProtocol(Protocol):
         if self.host is None:
             self.host = self.transport.getHost()
         if self.table.filtersSources:
-            self.sourceIP = _ipOf(self.peer)
+            self.sourceIP = ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
         if self.expectProxyHeader:
             return
@@ -123,7 +122,7 @@ class DemuxProtocol(Protocol):
         if info.source is not None:
             self.peer = info.source
             if self.table.filtersSources:
-                self.sourceIP = _ipOf(info.source)
+                self.sourceIP = ipOf(info.source)
         if info.destination is not None:
             self.host = info.destination
         if not self.factory.claimSource(self):
@@ -160,7 +159,7 @@ class DemuxProtocol(Protocol):
             log.debug(
                 "{peer} route={route}: its matcher failed on {peeked} bytes "
                 "({error!r}); counted as no match",
-                peer=_peerText(self.peer),
+                peer=peerText(self.peer),
                 route=name,
                 peeked=len(self.peek),
                 error=error,
@@ -179,7 +178,7 @@ class DemuxProtocol(Protocol):
         route = decision.route
         reason = f"{why}; {decision.reason}" if why else decision.reason
         fields: dict[str, Any] = dict(
-            peer=_peerText(peer),
+            peer=peerText(peer),
             reason=reason,
             peeked=len(self.peek),
             decideMs=elapsed * 1000,
@@ -275,7 +274,7 @@ class DemuxProtocol(Protocol):
             log.info(
                 "{peer} closed before a route was decided ({peeked} bytes "
                 "peeked, {decideMs:.2f} ms)",
-                peer=_peerText(self.peer),
+                peer=peerText(self.peer),
                 peeked=len(self.peek),
                 decideMs=(self.clock.seconds() - self.started) * 1000,
                 route=None,
@@ -379,7 +378,7 @@ class DemuxFactory(Factory[DemuxProtocol]):
             self._lastRefusalLog = now
             log.warn(
                 "{peer} refused: over {limit} ({total} refused for it so far)",
-                peer=_peerText(addr),
+                peer=peerText(addr),
                 limit=why,
                 total=self.refused[why],
                 route=None,
@@ -482,29 +481,13 @@ class ProxyHeaderFactory(Factory[DemuxProtocol]):
         self.demux.doStop()
 
 
-def _ipOf(address: IAddress | None) -> IPAddress | None:
-    host = getattr(address, "host", None)
-    if not isinstance(host, str):
-        return None
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-
-
 def _startLocal(table: RouteTable) -> None:
     for route in table.routes:
-        if isinstance(route.target, LocalTarget):
-            route.target.factory.doStart()
-        else:
-            for factory in localFactories(route.target):
-                factory.doStart()
+        for factory in localFactories(route.target):
+            factory.doStart()
 
 
 def _stopLocal(table: RouteTable) -> None:
     for route in table.routes:
-        if isinstance(route.target, LocalTarget):
-            route.target.factory.doStop()
-        else:
-            for factory in localFactories(route.target):
-                factory.doStop()
+        for factory in localFactories(route.target):
+            factory.doStop()

@@ -37,8 +37,9 @@ from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ._dial import SocketDial
+from ._dial import IAttempt, SocketDial
 from ._twisted import tcp4Address
 
 log = Logger(namespace="demux")
@@ -266,10 +267,10 @@ class TransparentSource:
         )
 
 
+@implementer(IAttempt)
 class _Attempt:
     """
-    One transparent connection attempt, which looks to the relay like the
-    connector C{connectTCP} returns (C{start}, C{state}, C{stopConnecting}).
+    One transparent connection attempt: an L{demux._dial.IAttempt}.
 
     If the connect fails because a connection from the client's address and
     port to the backend is still closing here (C{TIME_WAIT}, when a client
@@ -305,6 +306,12 @@ class _Attempt:
 
     def stopConnecting(self) -> None:
         self._dial.stopConnecting()
+
+    def abandon(self) -> None:
+        """
+        Give the attempt up, quietly (L{demux._dial.IAttempt}).
+        """
+        self._dial.abandon()
 
     def _failed(self, reason: Failure) -> None:
         if (

@@ -54,7 +54,7 @@ from demux._health import (
     sshBanner,
 )
 from demux._metrics import PrometheusObserver, StatusPage
-from demux._relay import Backend
+from demux._targets import Backend
 from demux.testing import clientHello
 
 from ._fakes import FakeEndpoint, startsWith
