@@ -27,14 +27,6 @@ from ._health import CHECK_KEYS, healthCheckFromRoute
 from ._interfaces import IMatcher, IMatcherFactory, ITarget
 from ._plugins import findMatcherFactory, matcherFactories
 from ._presets import withPreset
-from ._relay import (
-    BALANCE_MODES,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_RETRY_AFTER,
-    Backend,
-    BackendTarget,
-    LocalTarget,
-)
 from ._routes import (
     DEFAULT_INSPECT_DELAY,
     DEFAULT_MAX_PEEK,
@@ -45,6 +37,14 @@ from ._routes import (
     matcherFor,
 )
 from ._splice import POOL_KEEP
+from ._targets import (
+    BALANCE_MODES,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RETRY_AFTER,
+    Backend,
+    BackendTarget,
+    LocalTarget,
+)
 from ._terminate import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     RoutesTarget,
