@@ -31,11 +31,12 @@ from twisted.web.server import Request, Site
 from twisted.web.util import Redirect
 from zope.interface import implementer
 
+from ._addresses import peerText as _peerText
 from ._health import IHealthObserver
 from ._observer import IConnectionObserver
 from ._protocol import DemuxFactory, DemuxProtocol
-from ._relay import BackendTarget, _peerText
 from ._routes import Route
+from ._targets import BackendTarget
 
 # Deciding takes well under a millisecond for a client that speaks first, and
 # up to inspect_delay (5 s by default) for one that does not.
