@@ -5,6 +5,7 @@ it over, and get out of the way.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -24,9 +25,20 @@ from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._proxyheader import InvalidProxyHeader, ProxyInfo, headerLength, parseHeader
 from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
-from ._targets import localFactories
+from ._targets import IRefusingTarget, localFactories
 
 log = Logger(namespace="demux")
+
+
+class State(enum.Enum):
+    """
+    Where a connection is in its short life inside L{DemuxProtocol}.
+    """
+
+    HEADER = "reading the PROXY header"
+    PEEKING = "peeking"
+    HANDED_OFF = "handed off"
+    REFUSED = "refused"
 
 # The peek of a connection that has none, or no longer needs one: shared,
 # since a parse of no bytes is the same for every connection.
@@ -49,23 +61,38 @@ class DemuxProtocol(Protocol):
     transport: Any
     factory: DemuxFactory
 
-    def __init__(self, table: RouteTable, clock: IReactorTime) -> None:
+    def __init__(
+        self, table: RouteTable, clock: IReactorTime, expectProxyHeader: bool = False
+    ) -> None:
         self.table = table
         self.clock = clock
         self.peek = _NOTHING
+        self.state = State.HEADER if expectProxyHeader else State.PEEKING
         self.downstream: Protocol | None = None
-        self.decided = False
         self._timer: IDelayedCall | None = None
         self.started = 0.0
         self.route: str | None = None
         self._readClosed = False
         self.source: str | None = None
-        self.expectProxyHeader = False
         self._headerBuffer = b""
         self.peer: IAddress | None = None
         self.host: IAddress | None = None
         self.sourceIP: IPAddress | None = None
         self.proxyInfo: ProxyInfo | None = None
+
+    @property
+    def decided(self) -> bool:
+        """
+        Whether the connection was handed off or refused.
+        """
+        return self.state is State.HANDED_OFF or self.state is State.REFUSED
+
+    @property
+    def expectProxyHeader(self) -> bool:
+        """
+        Whether the PROXY header is still to come.
+        """
+        return self.state is State.HEADER
 
     def connectionMade(self) -> None:
         self.started = self.clock.seconds()
@@ -78,45 +105,53 @@ class DemuxProtocol(Protocol):
         if self.table.filtersSources:
             self.sourceIP = ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
-        if self.expectProxyHeader:
+        if self.state is State.HEADER:
             return
         # A route may match before the client says anything (C{any}).
         self._consider(final=False, why="")
 
     def dataReceived(self, data: bytes) -> None:
-        if self.downstream is not None:
-            self.downstream.dataReceived(data)
+        state = self.state
+        if state is State.HANDED_OFF:
+            self.downstream.dataReceived(data)  # type: ignore[union-attr]
             return
-        if self.decided:
+        if state is State.REFUSED:
             # Refused and closing: nothing more is read or kept.
             return
-        if self.expectProxyHeader:
-            data = self._proxyHeader(data)
-            if not data and (self.expectProxyHeader or self.decided):
+        if state is State.HEADER:
+            rest = self._proxyHeader(data)
+            if rest is None:
                 return
-        self.peek = self.peek.extended(data)
+            data = rest
+        if data:
+            self.peek = self.peek.extended(data)
         if len(self.peek) >= self.table.maxPeek:
             self._consider(final=True, why=f"{len(self.peek)} bytes without a decision")
         else:
+            # Also with nothing after a PROXY header: a route may match
+            # before the client says anything.
             self._consider(final=False, why="")
 
-    def _proxyHeader(self, data: bytes) -> bytes:
+    def _proxyHeader(self, data: bytes) -> bytes | None:
         """
         Collect and parse the PROXY header that must come first on this
-        listener, however it is split across reads; return the bytes after
-        it.
+        listener, however it is split across reads.
+
+        @return: the bytes after it, once it is whole and valid (the
+            connection is then peeking); L{None} while it is incomplete, or
+            once it has been refused.
         """
         buffered = self._headerBuffer + data
         try:
             length = headerLength(buffered)
             if length is None or len(buffered) < length:
                 self._headerBuffer = buffered
-                return b""
+                return None
             info = parseHeader(buffered[:length])
         except InvalidProxyHeader:
             self._refuse("no valid PROXY protocol header")
-            return b""
-        self.expectProxyHeader = False
+            return None
+        self.state = State.PEEKING
         self._headerBuffer = b""
         self.proxyInfo = info
         if info.source is not None:
@@ -131,11 +166,8 @@ class DemuxProtocol(Protocol):
                 f"({self.table.maxConnectionsPerSource})",
                 "limit",
             )
-            return b""
-        rest = buffered[length:]
-        if not rest:
-            self._consider(final=False, why="")
-        return rest
+            return None
+        return buffered[length:]
 
     def _refuse(self, reason: str, kind: str = "proxy header") -> None:
         self._dispatch(Decision(None, reason, kind), "")
@@ -147,7 +179,7 @@ class DemuxProtocol(Protocol):
         )
 
     def _consider(self, final: bool, why: str, clientDone: bool = False) -> None:
-        if self.expectProxyHeader:
+        if self.state is State.HEADER:
             if final:
                 self._refuse(f"{why}; no complete PROXY protocol header")
             return
@@ -168,8 +200,7 @@ class DemuxProtocol(Protocol):
             self._dispatch(decision, why)
 
     def _dispatch(self, decision: Decision, why: str) -> None:
-        self.decided = True
-        self.factory.undecided -= 1
+        self.factory.settled(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -184,11 +215,29 @@ class DemuxProtocol(Protocol):
             decideMs=elapsed * 1000,
         )
         if route is None:
+            self.state = State.REFUSED
             self.factory.observer.refused(decision.kind)
             log.info(
                 "{peer} refused: {reason} ({peeked} bytes peeked, "
                 "{decideMs:.2f} ms)",
                 route=None,
+                **fields,
+            )
+            self.transport.loseConnection()
+            return
+        refusing = IRefusingTarget(route.target, None)
+        refusal = refusing.refusal() if refusing is not None else None
+        if refusal is not None:
+            # The route won but its target cannot take the connection (every
+            # backend is down by health check): one refusal, counted so.
+            self.state = State.REFUSED
+            self.route = route.name
+            self.factory.observer.refused("backends down")
+            log.warn(
+                "{peer} route={route} refused: {why} ({peeked} bytes peeked, "
+                "{decideMs:.2f} ms)",
+                route=route.name,
+                why=refusal,
                 **fields,
             )
             self.transport.loseConnection()
@@ -200,6 +249,7 @@ class DemuxProtocol(Protocol):
         self.route = route.name
         observer = self.factory.observer
         observer.routed(route.name, elapsed)
+        self.state = State.HANDED_OFF
         self.downstream = route.target.handOff(
             self.transport,
             data,
@@ -268,8 +318,8 @@ class DemuxProtocol(Protocol):
         if self.downstream is not None:
             self.downstream.connectionLost(reason)
         elif not self.decided:
-            self.decided = True
-            self.factory.undecided -= 1
+            self.factory.settled(self)
+            self.state = State.REFUSED
             self.factory.observer.refused("client closed")
             log.info(
                 "{peer} closed before a route was decided ({peeked} bytes "
@@ -336,14 +386,27 @@ class DemuxFactory(Factory[DemuxProtocol]):
             self._refuse(addr, why)
             return None
         self.observer.accepted()
-        protocol = DemuxProtocol(table, self.reactor)
-        protocol.factory = self
-        protocol.expectProxyHeader = proxied
-        self.active.add(protocol)
-        self.undecided += 1
+        protocol = DemuxProtocol(table, self.reactor, expectProxyHeader=proxied)
+        self.adopt(protocol)
         if not proxied:
             self._countSource(protocol, source)
         return protocol
+
+    def adopt(self, protocol: DemuxProtocol) -> None:
+        """
+        Count C{protocol} as one of this factory's open, undecided
+        connections.
+        """
+        protocol.factory = self
+        self.active.add(protocol)
+        self.undecided += 1
+
+    def settled(self, protocol: DemuxProtocol) -> None:
+        """
+        C{protocol} is decided (handed off or refused): no longer counted
+        as undecided.
+        """
+        self.undecided -= 1
 
     def _sourceFree(self, source: str | None) -> bool:
         cap = self.table.maxConnectionsPerSource

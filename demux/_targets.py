@@ -83,6 +83,18 @@ class HealthCheck:
     fall: int = DEFAULT_FALL
 
 
+class IRefusingTarget(Interface):
+    """
+    A target that may refuse a connection before taking it.
+    """
+
+    def refusal() -> str | None:
+        """
+        Why a connection handed over now would be refused at once (so that
+        it is refused instead, and counted so), or L{None}.
+        """
+
+
 class IInnerTargets(Interface):
     """
     A target that hands connections on to other targets (after ending
@@ -136,7 +148,7 @@ BALANCE_MODES = ("first", "roundrobin")
 DEFAULT_RETRY_AFTER = 10.0
 
 
-@implementer(ITarget)
+@implementer(ITarget, IRefusingTarget)
 @frozen
 class BackendTarget:
     """
@@ -233,6 +245,18 @@ class BackendTarget:
         L{None} if it is not checked.
         """
         return self._health.checked.get(backend.description)
+
+    def refusal(self) -> str | None:
+        """
+        Every backend is down by active health check: a connection is
+        refused rather than dialled to backends known to be dead.
+        """
+        checked = self._health.checked
+        if not checked or any(
+            checked.get(b.description, (True, ""))[0] for b in self.backends
+        ):
+            return None
+        return f"every backend is down by health check ({self.downReasons()})"
 
     def downReasons(self) -> str:
         """

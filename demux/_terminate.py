@@ -392,11 +392,9 @@ class RoutesTarget:
 
         factory = DemuxFactory(self.table, connection.clock, connection.observer)
         protocol = DemuxProtocol(self.table, connection.clock)
-        protocol.factory = factory
         protocol.peer = connection.peer
         protocol.host = connection.host
-        factory.active.add(protocol)
-        factory.undecided += 1
+        factory.adopt(protocol)
         protocol.makeConnection(transport)
         if peeked:
             protocol.dataReceived(peeked)
