@@ -8,6 +8,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -331,6 +332,23 @@ class DemuxProtocol(Protocol):
             )
 
 
+@frozen
+class ConnectionSnapshot:
+    """
+    One open connection as the status view shows it.
+
+    @ivar peer: the client's address.
+    @ivar route: the route it took, or L{None} while undecided or refused.
+    @ivar decided: whether it was handed off or refused.
+    @ivar started: when it was accepted, by the factory's clock.
+    """
+
+    peer: IAddress | None
+    route: str | None
+    decided: bool
+    started: float
+
+
 class DemuxFactory(Factory[DemuxProtocol]):
     """
     Serve a listening port with a route table.
@@ -391,6 +409,18 @@ class DemuxFactory(Factory[DemuxProtocol]):
         if not proxied:
             self._countSource(protocol, source)
         return protocol
+
+    def snapshot(self) -> list[ConnectionSnapshot]:
+        """
+        The open connections now, oldest first, for the status view.
+        """
+        return sorted(
+            (
+                ConnectionSnapshot(p.peer, p.route, p.decided, p.started)
+                for p in list(self.active)
+            ),
+            key=lambda c: c.started,
+        )
 
     def adopt(self, protocol: DemuxProtocol) -> None:
         """

@@ -53,7 +53,8 @@ from demux._health import (
     relayPong,
     sshBanner,
 )
-from demux._metrics import PrometheusObserver, StatusPage
+from demux._metrics import PrometheusObserver
+from demux._status import StatusPage
 from demux._targets import Backend
 from demux.testing import clientHello
 
