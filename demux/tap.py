@@ -399,7 +399,7 @@ def makeService(options: Options) -> IService:
     demuxService = DemuxService(factory, config, options.reloader, reactor)
     demuxService.setServiceParent(service)
     if observer is not None and config.metrics is not None:
-        from ._metrics import metricsSite
+        from ._status import metricsSite
 
         # The counts and the port stay as they are across reloads; the
         # status view shows the routes of the configuration now in use.
