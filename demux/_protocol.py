@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _log
 from ._addresses import ipOf, peerText
 from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
@@ -189,14 +190,7 @@ class DemuxProtocol(Protocol):
             self.table, self.peek, final, self.sourceIP, failures, clientDone
         )
         for name, error in failures:
-            log.debug(
-                "{peer} route={route}: its matcher failed on {peeked} bytes "
-                "({error!r}); counted as no match",
-                peer=peerText(self.peer),
-                route=name,
-                peeked=len(self.peek),
-                error=error,
-            )
+            _log.matcherFailed(peerText(self.peer), name, len(self.peek), error)
         if decision is not None:
             self._dispatch(decision, why)
 
@@ -209,21 +203,12 @@ class DemuxProtocol(Protocol):
         elapsed = self.clock.seconds() - self.started
         route = decision.route
         reason = f"{why}; {decision.reason}" if why else decision.reason
-        fields: dict[str, Any] = dict(
-            peer=peerText(peer),
-            reason=reason,
-            peeked=len(self.peek),
-            decideMs=elapsed * 1000,
-        )
+        peerShown = peerText(peer)
+        peeked = len(self.peek)
         if route is None:
             self.state = State.REFUSED
             self.factory.observer.refused(decision.kind)
-            log.info(
-                "{peer} refused: {reason} ({peeked} bytes peeked, "
-                "{decideMs:.2f} ms)",
-                route=None,
-                **fields,
-            )
+            _log.refused(peerShown, reason, peeked, elapsed * 1000)
             self.transport.loseConnection()
             return
         refusing = IRefusingTarget(route.target, None)
@@ -234,12 +219,8 @@ class DemuxProtocol(Protocol):
             self.state = State.REFUSED
             self.route = route.name
             self.factory.observer.refused("backends down")
-            log.warn(
-                "{peer} route={route} refused: {why} ({peeked} bytes peeked, "
-                "{decideMs:.2f} ms)",
-                route=route.name,
-                why=refusal,
-                **fields,
+            _log.routeRefused(
+                peerShown, route.name, refusal, reason, peeked, elapsed * 1000
             )
             self.transport.loseConnection()
             return
@@ -251,6 +232,12 @@ class DemuxProtocol(Protocol):
         observer = self.factory.observer
         observer.routed(route.name, elapsed)
         self.state = State.HANDED_OFF
+        table = self.table
+        decided = None
+        if table.logConnections:
+            decided = _log.Decided(
+                reason, route.target.description, peeked, elapsed * 1000
+            )
         self.downstream = route.target.handOff(
             self.transport,
             data,
@@ -260,25 +247,17 @@ class DemuxProtocol(Protocol):
                 self.host,
                 route.name,
                 observer,
-                self.table.logConnections,
+                table.logConnections,
                 peek,
                 self.proxyInfo,
+                None if table.logDecisions else decided,
             ),
         )
-        if self.table.logConnections:
+        if decided is not None and table.logDecisions:
             # Logged after the hand-off has started the backend's connect,
             # so the line is written while the backend answers, not before
-            # it is asked.  Formatted here, once: Twisted's format-string
-            # parsing costs more than the rest of logging the line.
-            log.info(
-                "{text}",
-                text=f"{fields['peer']} route={route.name} ({reason}) -> "
-                f"{route.target.description}, {fields['peeked']} bytes peeked, "
-                f"decided in {fields['decideMs']:.2f} ms",
-                route=route.name,
-                target=route.target.description,
-                **fields,
-            )
+            # it is asked.
+            _log.routed(peerShown, route.name, decided)
         if self._readClosed:
             self._halfCloseDownstream()
 
@@ -322,13 +301,10 @@ class DemuxProtocol(Protocol):
             self.factory.settled(self)
             self.state = State.REFUSED
             self.factory.observer.refused("client closed")
-            log.info(
-                "{peer} closed before a route was decided ({peeked} bytes "
-                "peeked, {decideMs:.2f} ms)",
-                peer=peerText(self.peer),
-                peeked=len(self.peek),
-                decideMs=(self.clock.seconds() - self.started) * 1000,
-                route=None,
+            _log.closedUndecided(
+                peerText(self.peer),
+                len(self.peek),
+                (self.clock.seconds() - self.started) * 1000,
             )
 
 
@@ -469,13 +445,7 @@ class DemuxFactory(Factory[DemuxProtocol]):
         now = self.reactor.seconds()
         if now - self._lastRefusalLog >= 1.0:
             self._lastRefusalLog = now
-            log.warn(
-                "{peer} refused: over {limit} ({total} refused for it so far)",
-                peer=peerText(addr),
-                limit=why,
-                total=self.refused[why],
-                route=None,
-            )
+            _log.overLimit(peerText(addr), why, self.refused[why])
 
     def connectionGone(self, protocol: DemuxProtocol) -> None:
         """

@@ -30,11 +30,10 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import _splice, _twisted
+from . import _log, _splice, _twisted
 from ._addresses import peerText
 from ._client import SendProxy, proxyHeaderFor
 from ._dial import IAttempt, IDialer
@@ -43,7 +42,6 @@ if TYPE_CHECKING:
     from ._routes import ConnectionInfo
     from ._transparent import TransparentSource
 
-log = Logger(namespace="demux")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_LINGER = 30.0
@@ -202,7 +200,7 @@ class RelaySession:
 
     __slots__ = (
         "client", "backend", "target", "observer", "reactor", "peer", "routeName",
-        "logConnections", "peeked", "proxyHeader", "started", "dialStarted",
+        "logConnections", "decided", "peeked", "proxyHeader", "started", "dialStarted",
         "current", "candidates", "attempt", "backendError", "idle", "mayUpgrade",
         "fastPath", "spliced", "_linger", "_idleTimer", "_ended",
     )
@@ -223,6 +221,7 @@ class RelaySession:
         self.peer = connection.peer
         self.routeName = connection.route
         self.logConnections = connection.logConnections
+        self.decided = connection.decided
         self.peeked = peeked
         # Made now, while the connection's peek is at hand, so that the
         # session does not keep it.
@@ -269,12 +268,7 @@ class RelaySession:
         """
         why = self.target.downReasons()
         self.backendError = f"every backend is down by health check ({why})"
-        log.warn(
-            "{peer} route={route} refused: {why}",
-            peer=peerText(self.peer),
-            route=self.routeName,
-            why=self.backendError,
-        )
+        _log.allBackendsDown(peerText(self.peer), self.routeName, self.backendError)
         self.client.transport.loseConnection()
 
     def _dialNext(self) -> None:
@@ -318,13 +312,7 @@ class RelaySession:
         assert backend is not None
         self.target.markDown(backend, self.reactor.seconds())
         self.observer.backendFailed(self.routeName, backend.description)
-        log.warn(
-            "{peer} route={route} backend {backend} failed: {why}",
-            peer=peerText(self.peer),
-            route=self.routeName,
-            backend=backend.description,
-            why=why,
-        )
+        _log.backendFailed(peerText(self.peer), self.routeName, backend.description, why)
         if self.candidates:
             self._dialNext()
             return
@@ -455,12 +443,7 @@ class RelaySession:
                 self.target.idleTimeout, self._checkIdle
             )
             return
-        log.info(
-            "{peer} route={route} idle for {idle:g}s, closing",
-            peer=peerText(self.peer),
-            route=self.routeName,
-            idle=self.target.idleTimeout,
-        )
+        _log.idleClosed(peerText(self.peer), self.routeName, self.target.idleTimeout)
         self.abort()
 
     def _lingerThenAbort(self) -> None:
@@ -500,12 +483,11 @@ class RelaySession:
                 # (Once a spliced relay has carried both directions to their
                 # end, how the socket then closes is not news.)
                 self.backendError = reason.getErrorMessage()
-                log.warn(
-                    "{peer} route={route} backend {backend} connection lost: {why}",
-                    peer=peerText(self.peer),
-                    route=self.routeName,
-                    backend=self.current.description,  # type: ignore[union-attr]
-                    why=self.backendError,
+                _log.backendLost(
+                    peerText(self.peer),
+                    self.routeName,
+                    self.current.description,  # type: ignore[union-attr]
+                    self.backendError,
                 )
         other = end.other
         if other is not None and not other.lost:
@@ -557,17 +539,13 @@ class RelaySession:
         self.observer.closed(self.routeName, client.bytesIn, backendBytes, duration)
         if not self.logConnections:
             return
-        how = " (spliced)" if self.spliced else ""
-        peer = peerText(self.peer)
-        log.info(
-            "{text}",
-            text=f"{peer} route={self.routeName} closed: {client.bytesIn} bytes up, "
-            f"{backendBytes} bytes down, {duration:.3f}s{how}",
-            peer=peer,
-            route=self.routeName,
-            bytesUp=client.bytesIn,
-            bytesDown=backendBytes,
-            duration=duration,
-            backendError=self.backendError,
-            spliced=self.spliced,
+        _log.closed(
+            peerText(self.peer),
+            self.routeName,
+            client.bytesIn,
+            backendBytes,
+            duration,
+            self.backendError,
+            self.spliced,
+            self.decided,
         )

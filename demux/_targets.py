@@ -24,10 +24,10 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Attribute, Interface, implementer
 
+from . import _log
 from ._addresses import peerText
 from ._client import SendProxy, clientTransport
 from ._dial import IDialer, dialerFor
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
     from ._routes import ConnectionInfo
     from ._transparent import TransparentSource
 
-log = Logger(namespace="demux")
 
 DEFAULT_CHECK_INTERVAL = 5.0
 DEFAULT_CHECK_TIMEOUT = 2.0
@@ -322,17 +321,8 @@ class _LocalEnd(Protocol):
         duration = c.clock.seconds() - self.started
         c.observer.closed(c.route, self.bytesIn, 0, duration)
         if c.logConnections:
-            # What the in-process protocol wrote is its own business: only
-            # the bytes that reached it are counted.
-            peer = peerText(c.peer)
-            log.info(
-                "{text}",
-                text=f"{peer} route={c.route} closed: {self.bytesIn} bytes up, "
-                f"{duration:.3f}s (in-process)",
-                peer=peer,
-                route=c.route,
-                bytesUp=self.bytesIn,
-                duration=duration,
+            _log.localClosed(
+                peerText(c.peer), c.route, self.bytesIn, duration, c.decided
             )
 
 
