@@ -67,6 +67,7 @@ _TOP_KEYS = {
     "shutdown_grace",
     "metrics",
     "log_connections",
+    "log_decisions",
     "routes",
 }
 _ROUTE_KEYS = {
@@ -574,6 +575,11 @@ def configFromDict(
             raise ConfigError(
                 f"must be true or false, not {logConnections!r}", "log_connections"
             )
+        logDecisions = data.get("log_decisions", True)
+        if not isinstance(logDecisions, bool):
+            raise ConfigError(
+                f"must be true or false, not {logDecisions!r}", "log_decisions"
+            )
         maxUndecided = None
         if "max_undecided" in data:
             maxUndecided = _count(data["max_undecided"], "max_undecided")
@@ -639,6 +645,7 @@ def configFromDict(
                     inspectDelay=inspectDelay,
                     maxPeek=maxPeek,
                     logConnections=logConnections,
+                    logDecisions=logDecisions,
                 ),
                 name,
             )
@@ -654,6 +661,7 @@ def configFromDict(
             maxConnectionsPerSource=perSource,
             maxUndecided=maxUndecided,
             logConnections=logConnections,
+            logDecisions=logDecisions,
         )
     except ConfigError as e:
         raise e.at(source) from None
