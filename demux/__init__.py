@@ -32,7 +32,6 @@ from ._observer import IConnectionObserver, NullObserver
 from ._peek import DatagramPeek, Peek
 from ._plugins import ENTRY_POINT_GROUP, findMatcherFactory, matcherFactories
 from ._protocol import DemuxFactory, DemuxProtocol
-from ._relay import Backend, BackendTarget, LocalTarget
 from ._routes import (
     AllOf,
     ConnectionInfo,
@@ -42,6 +41,7 @@ from ._routes import (
     SourceFilter,
     decide,
 )
+from ._targets import Backend, BackendTarget, LocalTarget
 from ._terminate import RoutesTarget, ServerTLSOptions, TLSTarget
 from ._tls import ClientHello, isGrease, parseClientHello
 

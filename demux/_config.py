@@ -15,11 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attrs import field, frozen
-from twisted.internet.endpoints import (
-    _parseServer,
-    clientFromString,
-    serverFromString,
-)
+from twisted.internet.endpoints import clientFromString, serverFromString
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.reflect import namedAny
 
@@ -32,14 +28,6 @@ from ._health import CHECK_KEYS, healthCheckFromRoute
 from ._interfaces import IMatcher, IMatcherFactory, ITarget
 from ._plugins import findMatcherFactory, matcherFactories
 from ._presets import withPreset
-from ._relay import (
-    BALANCE_MODES,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_RETRY_AFTER,
-    Backend,
-    BackendTarget,
-    LocalTarget,
-)
 from ._routes import (
     DEFAULT_INSPECT_DELAY,
     DEFAULT_MAX_PEEK,
@@ -50,6 +38,14 @@ from ._routes import (
     matcherFor,
 )
 from ._splice import POOL_KEEP
+from ._targets import (
+    BALANCE_MODES,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_RETRY_AFTER,
+    Backend,
+    BackendTarget,
+    LocalTarget,
+)
 from ._terminate import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     RoutesTarget,
@@ -57,6 +53,7 @@ from ._terminate import (
     tlsOptionsFrom,
 )
 from ._transparent import TransparentSource, backendAddress
+from ._twisted import parseServer
 from ._udp import DatagramTable, DatagramTarget, parseDatagramListen
 
 _TOP_KEYS = {
@@ -72,6 +69,7 @@ _TOP_KEYS = {
     "shutdown_grace",
     "metrics",
     "log_connections",
+    "log_decisions",
     "routes",
     *_udpconfig.TOP_KEYS,
 }
@@ -496,7 +494,7 @@ def _checkServer(endpoint: str, description: str, where: str, reactor: Any) -> N
         if endpoint.startswith("systemd:"):
             # Outside systemd the descriptors it names do not exist yet;
             # check the syntax only.
-            _parseServer(endpoint, None)
+            parseServer(endpoint)
         else:
             serverFromString(reactor, endpoint)
     except Exception as e:
@@ -589,6 +587,11 @@ def configFromDict(
             raise ConfigError(
                 f"must be true or false, not {logConnections!r}", "log_connections"
             )
+        logDecisions = data.get("log_decisions", True)
+        if not isinstance(logDecisions, bool):
+            raise ConfigError(
+                f"must be true or false, not {logDecisions!r}", "log_decisions"
+            )
         maxUndecided = None
         if "max_undecided" in data:
             maxUndecided = _count(data["max_undecided"], "max_undecided")
@@ -672,6 +675,7 @@ def configFromDict(
                     inspectDelay=inspectDelay,
                     maxPeek=maxPeek,
                     logConnections=logConnections,
+                    logDecisions=logDecisions,
                 ),
                 name,
             )
@@ -687,6 +691,7 @@ def configFromDict(
             maxConnectionsPerSource=perSource,
             maxUndecided=maxUndecided,
             logConnections=logConnections,
+            logDecisions=logDecisions,
         )
         datagrams = None
         udpListening = [d for d in listening if parseDatagramListen(d) is not None]

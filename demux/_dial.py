@@ -12,6 +12,11 @@ L{IReactorSocket.adoptStreamConnection}.  Otherwise the socket waits for the
 reactor to report it writable, as C{connectTCP} would, under the same
 connect timeout.  Either way the backend protocol is the one C{connectTCP}
 would have built, so nothing after the connect differs.
+
+Every way demux dials a backend is an L{IDialer}, chosen once per backend
+when the configuration loads (L{dialerFor}), whose attempts all look the
+same to the relay: an L{IAttempt} with C{start} and C{abandon}, that ends in
+the factory's protocol connecting or in one call of C{failed}.
 """
 
 from __future__ import annotations
@@ -19,13 +24,24 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from collections.abc import Callable
 from typing import Any
 
+from attrs import frozen
 from twisted.internet import error
-from twisted.internet.interfaces import IDelayedCall, IProtocolFactory, IWriteDescriptor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IWriteDescriptor,
+)
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
-from zope.interface import implementer
+from zope.interface import Interface, implementer
+
+from ._twisted import TCP4Address, tcp4Address
 
 _WAIT = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
 
@@ -38,7 +54,42 @@ def canDial(reactor: object) -> bool:
     return isinstance(reactor, PosixReactorBase)
 
 
-@implementer(IWriteDescriptor)
+class IAttempt(Interface):
+    """
+    One attempt to connect to a backend.
+    """
+
+    def start() -> None:
+        """
+        Begin connecting.
+        """
+
+    def abandon() -> None:
+        """
+        Give the attempt up, quietly (no C{failed} call): whoever asked no
+        longer wants the connection.  Does nothing once it has ended.
+        """
+
+
+class IDialer(Interface):
+    """
+    How to reach one backend, chosen once, when the configuration loads.
+    """
+
+    def attempt(
+        factory: ClientFactory,
+        failed: Callable[[Failure], object],
+        timeout: float,
+        clock: Any,
+    ) -> IAttempt:
+        """
+        An unstarted attempt: once started, it connects C{factory}'s protocol
+        or calls C{failed} once with why not (after C{timeout} seconds at
+        the most, by C{clock} where the dialer does not use its own).
+        """
+
+
+@implementer(IWriteDescriptor, IAttempt)
 class SocketDial:
     """
     One connection attempt to C{address}; it gives C{factory}'s protocol a
@@ -166,6 +217,8 @@ class SocketDial:
         if self.state == "connecting":
             self._close()
 
+    abandon = stopConnecting
+
     # IWriteDescriptor, while the handshake is under way.
 
     def fileno(self) -> int:
@@ -189,3 +242,157 @@ class SocketDial:
             self._finish(result)
         else:
             self._end(reason)
+
+
+@implementer(IDialer)
+@frozen
+class SocketDialer:
+    """
+    Dials an IPv4 address with L{SocketDial}: one C{connect()}, no
+    Deferreds, no wrapping protocol.
+    """
+
+    reactor: Any
+    address: tuple[str, int]
+    bindAddress: tuple[str | bytes, int] | None
+
+    def attempt(
+        self,
+        factory: ClientFactory,
+        failed: Callable[[Failure], object],
+        timeout: float,
+        clock: Any,
+    ) -> IAttempt:
+        return SocketDial(
+            self.reactor, self.address, factory, failed, timeout, self.bindAddress
+        )
+
+
+@implementer(IAttempt)
+class _ConnectTCPAttempt:
+    """
+    One C{connectTCP}, whose failure reaches the factory's
+    C{clientConnectionFailed}.
+    """
+
+    def __init__(self, address: TCP4Address, factory: ClientFactory, timeout: float):
+        self._address = address
+        self._factory = factory
+        self._timeout = timeout
+        self._connector: Any = None
+
+    def start(self) -> None:
+        a = self._address
+        self._connector = a.reactor.connectTCP(
+            a.host, a.port, self._factory, timeout=self._timeout,
+            bindAddress=a.bindAddress,
+        )
+
+    def abandon(self) -> None:
+        if self._connector is not None and self._connector.state == "connecting":
+            self._connector.stopConnecting()
+
+
+@implementer(IDialer)
+@frozen
+class ConnectTCPDialer:
+    """
+    Dials a C{tcp:} endpoint by host name (or with a reactor L{SocketDial}
+    cannot use) with C{connectTCP}, still without the endpoint's Deferreds.
+    The factory must be a C{ClientFactory} that hands C{clientConnectionFailed}
+    on to C{failed} (it is called with C{UserError} when abandoned, which it
+    must ignore).
+    """
+
+    address: TCP4Address
+
+    def attempt(
+        self,
+        factory: ClientFactory,
+        failed: Callable[[Failure], object],
+        timeout: float,
+        clock: Any,
+    ) -> IAttempt:
+        return _ConnectTCPAttempt(self.address, factory, timeout)
+
+
+@implementer(IAttempt)
+class _EndpointAttempt:
+    """
+    One C{endpoint.connect()}, under a timeout.
+    """
+
+    def __init__(
+        self,
+        endpoint: IStreamClientEndpoint,
+        factory: ClientFactory,
+        failed: Callable[[Failure], object],
+        timeout: float,
+        clock: Any,
+    ) -> None:
+        self._endpoint = endpoint
+        self._factory = factory
+        self._failed = failed
+        self._timeout = timeout
+        self._clock = clock
+        self._connecting: Deferred[Any] | None = None
+        self._abandoned = False
+
+    def start(self) -> None:
+        d = self._endpoint.connect(self._factory)
+        d.addTimeout(self._timeout, self._clock)
+        self._connecting = d
+        d.addCallbacks(self._done, self._fail)
+
+    def _done(self, result: object) -> None:
+        self._connecting = None
+
+    def _fail(self, reason: Failure) -> None:
+        self._connecting = None
+        if not self._abandoned:
+            self._failed(reason)
+
+    def abandon(self) -> None:
+        self._abandoned = True
+        if self._connecting is not None:
+            d, self._connecting = self._connecting, None
+            d.cancel()
+
+
+@implementer(IDialer)
+@frozen
+class EndpointDialer:
+    """
+    Dials any other client endpoint through its own C{connect()}.
+    """
+
+    endpoint: IStreamClientEndpoint
+
+    def attempt(
+        self,
+        factory: ClientFactory,
+        failed: Callable[[Failure], object],
+        timeout: float,
+        clock: Any,
+    ) -> IAttempt:
+        return _EndpointAttempt(self.endpoint, factory, failed, timeout, clock)
+
+
+def dialerFor(endpoint: IStreamClientEndpoint) -> IDialer:
+    """
+    The cheapest way to dial C{endpoint} that keeps its meaning: a
+    L{SocketDialer} for a C{tcp:} endpoint at an IPv4 address, a
+    L{ConnectTCPDialer} for other C{tcp:} endpoints, an L{EndpointDialer}
+    for the rest.
+    """
+    address = tcp4Address(endpoint)
+    if address is not None:
+        bind = address.bindAddress
+        if (
+            address.numeric
+            and canDial(address.reactor)
+            and (bind is None or isinstance(bind, tuple))
+        ):
+            return SocketDialer(address.reactor, (address.host, address.port), bind)
+        return ConnectTCPDialer(address)
+    return EndpointDialer(endpoint)

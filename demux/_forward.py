@@ -63,6 +63,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._addresses import peerText
 from ._httpframing import (
     BodyEvent,
     EndEvent,
@@ -72,7 +73,6 @@ from ._httpframing import (
     MessageReader,
 )
 from ._interfaces import ITarget
-from ._relay import _peerText
 from ._routes import ConnectionInfo
 
 log = Logger(namespace="demux")
@@ -435,7 +435,7 @@ class ForwardSession(Protocol):
         route = self.connection.route
         self.connection.observer.closed(route, self.bytesUp, self.bytesDown, duration)
         if self.connection.logConnections:
-            peer = _peerText(self.connection.peer)
+            peer = peerText(self.connection.peer)
             log.info(
                 "{text}",
                 text=f"{peer} route={route} closed: {self.count} requests, "
@@ -518,7 +518,7 @@ class ForwardSession(Protocol):
         """
         log.info(
             "{peer} route={route} HTTP {status}: {detail}",
-            peer=_peerText(self.connection.peer),
+            peer=peerText(self.connection.peer),
             route=self.connection.route,
             status=status,
             detail=detail,
@@ -754,7 +754,7 @@ class ForwardSession(Protocol):
         if self.responseStarted:
             log.info(
                 "{peer} route={route} backend closed in the middle of a response",
-                peer=_peerText(self.connection.peer),
+                peer=peerText(self.connection.peer),
                 route=self.connection.route,
             )
             self._refuse(502, "backend closed in the middle of a response")

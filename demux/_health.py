@@ -34,23 +34,27 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import Interface, implementer
 
 from ._errors import ConfigError, DemuxError
 from ._proxyheader import makeHeader
+from ._targets import (
+    DEFAULT_CHECK_INTERVAL,
+    DEFAULT_CHECK_TIMEOUT,
+    DEFAULT_FALL,
+    DEFAULT_RISE,
+    Backend,
+    BackendTarget,
+    HealthCheck,
+    IHealthCheck,
+)
 
 if TYPE_CHECKING:
     from OpenSSL import SSL
 
-    from ._relay import Backend, BackendTarget
     from ._routes import RouteTable
 
 log = Logger(namespace="demux")
-
-DEFAULT_CHECK_INTERVAL = 5.0
-DEFAULT_CHECK_TIMEOUT = 2.0
-DEFAULT_RISE = 2
-DEFAULT_FALL = 3
 
 # The most a check reads before it must have its answer: a status line or a
 # banner is far shorter.
@@ -67,23 +71,6 @@ class HealthCheckFailed(DemuxError):
     A backend answered a health check wrongly, or not at all; the message
     says how, for the log and the status page.
     """
-
-
-class IHealthCheck(Interface):
-    """
-    One way to ask a backend whether it is alive.
-    """
-
-    description = Attribute("What the check does, in a few words, for logs.")
-
-    def check(backend: Backend) -> Deferred[bool]:
-        """
-        Dial C{backend}'s endpoint and ask.
-
-        @return: fires with C{True} when the backend answered as it should;
-            with C{False} or a failure (whose message says why) otherwise.
-            Cancelling it abandons the check and closes its connection.
-        """
 
 
 class IHealthObserver(Interface):
@@ -475,26 +462,6 @@ def checkForMatch(
     return ProbeCheck("TCP connect", sendProxy=sendProxy)
 
 
-@frozen
-class HealthCheck:
-    """
-    A route's active health check and its timing.
-
-    @ivar probe: how to ask one backend.
-    @ivar interval: seconds from the end of one check of a backend to the
-        start of the next.
-    @ivar timeout: seconds a check may take before it counts as failed.
-    @ivar rise: consecutive good checks that bring a down backend up.
-    @ivar fall: consecutive failed checks that take an up backend down.
-    """
-
-    probe: IHealthCheck
-    interval: float = DEFAULT_CHECK_INTERVAL
-    timeout: float = DEFAULT_CHECK_TIMEOUT
-    rise: int = DEFAULT_RISE
-    fall: int = DEFAULT_FALL
-
-
 CHECK_KEYS = ("check", "check_interval", "check_timeout", "rise", "fall", "check_path")
 """
 The route keys of active health checks.
@@ -715,8 +682,6 @@ class HealthService(Service):
     def _wanted(
         self, table: RouteTable
     ) -> dict[tuple[str, str], tuple[Backend, BackendTarget, HealthCheck]]:
-        from ._relay import BackendTarget
-
         wanted = {}
         for route in table.routes:
             target = route.target

@@ -5,9 +5,10 @@ it over, and get out of the way.
 
 from __future__ import annotations
 
-import ipaddress
+import enum
 from typing import Any
 
+from attrs import frozen
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
@@ -20,14 +21,26 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _log
+from ._addresses import ipOf, peerText
 from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._proxyheader import InvalidProxyHeader, ProxyInfo, headerLength, parseHeader
-from ._relay import LocalTarget, _peerText
 from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
-from ._terminate import localFactories
+from ._targets import IRefusingTarget, localFactories
 
 log = Logger(namespace="demux")
+
+
+class State(enum.Enum):
+    """
+    Where a connection is in its short life inside L{DemuxProtocol}.
+    """
+
+    HEADER = "reading the PROXY header"
+    PEEKING = "peeking"
+    HANDED_OFF = "handed off"
+    REFUSED = "refused"
 
 # The peek of a connection that has none, or no longer needs one: shared,
 # since a parse of no bytes is the same for every connection.
@@ -50,23 +63,38 @@ class DemuxProtocol(Protocol):
     transport: Any
     factory: DemuxFactory
 
-    def __init__(self, table: RouteTable, clock: IReactorTime) -> None:
+    def __init__(
+        self, table: RouteTable, clock: IReactorTime, expectProxyHeader: bool = False
+    ) -> None:
         self.table = table
         self.clock = clock
         self.peek = _NOTHING
+        self.state = State.HEADER if expectProxyHeader else State.PEEKING
         self.downstream: Protocol | None = None
-        self.decided = False
         self._timer: IDelayedCall | None = None
         self.started = 0.0
         self.route: str | None = None
         self._readClosed = False
         self.source: str | None = None
-        self.expectProxyHeader = False
         self._headerBuffer = b""
         self.peer: IAddress | None = None
         self.host: IAddress | None = None
         self.sourceIP: IPAddress | None = None
         self.proxyInfo: ProxyInfo | None = None
+
+    @property
+    def decided(self) -> bool:
+        """
+        Whether the connection was handed off or refused.
+        """
+        return self.state is State.HANDED_OFF or self.state is State.REFUSED
+
+    @property
+    def expectProxyHeader(self) -> bool:
+        """
+        Whether the PROXY header is still to come.
+        """
+        return self.state is State.HEADER
 
     def connectionMade(self) -> None:
         self.started = self.clock.seconds()
@@ -77,53 +105,61 @@ class DemuxProtocol(Protocol):
         if self.host is None:
             self.host = self.transport.getHost()
         if self.table.filtersSources:
-            self.sourceIP = _ipOf(self.peer)
+            self.sourceIP = ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
-        if self.expectProxyHeader:
+        if self.state is State.HEADER:
             return
         # A route may match before the client says anything (C{any}).
         self._consider(final=False, why="")
 
     def dataReceived(self, data: bytes) -> None:
-        if self.downstream is not None:
-            self.downstream.dataReceived(data)
+        state = self.state
+        if state is State.HANDED_OFF:
+            self.downstream.dataReceived(data)  # type: ignore[union-attr]
             return
-        if self.decided:
+        if state is State.REFUSED:
             # Refused and closing: nothing more is read or kept.
             return
-        if self.expectProxyHeader:
-            data = self._proxyHeader(data)
-            if not data and (self.expectProxyHeader or self.decided):
+        if state is State.HEADER:
+            rest = self._proxyHeader(data)
+            if rest is None:
                 return
-        self.peek = self.peek.extended(data)
+            data = rest
+        if data:
+            self.peek = self.peek.extended(data)
         if len(self.peek) >= self.table.maxPeek:
             self._consider(final=True, why=f"{len(self.peek)} bytes without a decision")
         else:
+            # Also with nothing after a PROXY header: a route may match
+            # before the client says anything.
             self._consider(final=False, why="")
 
-    def _proxyHeader(self, data: bytes) -> bytes:
+    def _proxyHeader(self, data: bytes) -> bytes | None:
         """
         Collect and parse the PROXY header that must come first on this
-        listener, however it is split across reads; return the bytes after
-        it.
+        listener, however it is split across reads.
+
+        @return: the bytes after it, once it is whole and valid (the
+            connection is then peeking); L{None} while it is incomplete, or
+            once it has been refused.
         """
         buffered = self._headerBuffer + data
         try:
             length = headerLength(buffered)
             if length is None or len(buffered) < length:
                 self._headerBuffer = buffered
-                return b""
+                return None
             info = parseHeader(buffered[:length])
         except InvalidProxyHeader:
             self._refuse("no valid PROXY protocol header")
-            return b""
-        self.expectProxyHeader = False
+            return None
+        self.state = State.PEEKING
         self._headerBuffer = b""
         self.proxyInfo = info
         if info.source is not None:
             self.peer = info.source
             if self.table.filtersSources:
-                self.sourceIP = _ipOf(info.source)
+                self.sourceIP = ipOf(info.source)
         if info.destination is not None:
             self.host = info.destination
         if not self.factory.claimSource(self):
@@ -132,11 +168,8 @@ class DemuxProtocol(Protocol):
                 f"({self.table.maxConnectionsPerSource})",
                 "limit",
             )
-            return b""
-        rest = buffered[length:]
-        if not rest:
-            self._consider(final=False, why="")
-        return rest
+            return None
+        return buffered[length:]
 
     def _refuse(self, reason: str, kind: str = "proxy header") -> None:
         self._dispatch(Decision(None, reason, kind), "")
@@ -148,7 +181,7 @@ class DemuxProtocol(Protocol):
         )
 
     def _consider(self, final: bool, why: str, clientDone: bool = False) -> None:
-        if self.expectProxyHeader:
+        if self.state is State.HEADER:
             if final:
                 self._refuse(f"{why}; no complete PROXY protocol header")
             return
@@ -157,20 +190,12 @@ class DemuxProtocol(Protocol):
             self.table, self.peek, final, self.sourceIP, failures, clientDone
         )
         for name, error in failures:
-            log.debug(
-                "{peer} route={route}: its matcher failed on {peeked} bytes "
-                "({error!r}); counted as no match",
-                peer=_peerText(self.peer),
-                route=name,
-                peeked=len(self.peek),
-                error=error,
-            )
+            _log.matcherFailed(peerText(self.peer), name, len(self.peek), error)
         if decision is not None:
             self._dispatch(decision, why)
 
     def _dispatch(self, decision: Decision, why: str) -> None:
-        self.decided = True
-        self.factory.undecided -= 1
+        self.factory.settled(self)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -178,19 +203,24 @@ class DemuxProtocol(Protocol):
         elapsed = self.clock.seconds() - self.started
         route = decision.route
         reason = f"{why}; {decision.reason}" if why else decision.reason
-        fields: dict[str, Any] = dict(
-            peer=_peerText(peer),
-            reason=reason,
-            peeked=len(self.peek),
-            decideMs=elapsed * 1000,
-        )
+        peerShown = peerText(peer)
+        peeked = len(self.peek)
         if route is None:
+            self.state = State.REFUSED
             self.factory.observer.refused(decision.kind)
-            log.info(
-                "{peer} refused: {reason} ({peeked} bytes peeked, "
-                "{decideMs:.2f} ms)",
-                route=None,
-                **fields,
+            _log.refused(peerShown, reason, peeked, elapsed * 1000)
+            self.transport.loseConnection()
+            return
+        refusing = IRefusingTarget(route.target, None)
+        refusal = refusing.refusal() if refusing is not None else None
+        if refusal is not None:
+            # The route won but its target cannot take the connection (every
+            # backend is down by health check): one refusal, counted so.
+            self.state = State.REFUSED
+            self.route = route.name
+            self.factory.observer.refused("backends down")
+            _log.routeRefused(
+                peerShown, route.name, refusal, reason, peeked, elapsed * 1000
             )
             self.transport.loseConnection()
             return
@@ -201,6 +231,13 @@ class DemuxProtocol(Protocol):
         self.route = route.name
         observer = self.factory.observer
         observer.routed(route.name, elapsed)
+        self.state = State.HANDED_OFF
+        table = self.table
+        decided = None
+        if table.logConnections:
+            decided = _log.Decided(
+                reason, route.target.description, peeked, elapsed * 1000
+            )
         self.downstream = route.target.handOff(
             self.transport,
             data,
@@ -210,25 +247,17 @@ class DemuxProtocol(Protocol):
                 self.host,
                 route.name,
                 observer,
-                self.table.logConnections,
+                table.logConnections,
                 peek,
                 self.proxyInfo,
+                None if table.logDecisions else decided,
             ),
         )
-        if self.table.logConnections:
+        if decided is not None and table.logDecisions:
             # Logged after the hand-off has started the backend's connect,
             # so the line is written while the backend answers, not before
-            # it is asked.  Formatted here, once: Twisted's format-string
-            # parsing costs more than the rest of logging the line.
-            log.info(
-                "{text}",
-                text=f"{fields['peer']} route={route.name} ({reason}) -> "
-                f"{route.target.description}, {fields['peeked']} bytes peeked, "
-                f"decided in {fields['decideMs']:.2f} ms",
-                route=route.name,
-                target=route.target.description,
-                **fields,
-            )
+            # it is asked.
+            _log.routed(peerShown, route.name, decided)
         if self._readClosed:
             self._halfCloseDownstream()
 
@@ -269,17 +298,31 @@ class DemuxProtocol(Protocol):
         if self.downstream is not None:
             self.downstream.connectionLost(reason)
         elif not self.decided:
-            self.decided = True
-            self.factory.undecided -= 1
+            self.factory.settled(self)
+            self.state = State.REFUSED
             self.factory.observer.refused("client closed")
-            log.info(
-                "{peer} closed before a route was decided ({peeked} bytes "
-                "peeked, {decideMs:.2f} ms)",
-                peer=_peerText(self.peer),
-                peeked=len(self.peek),
-                decideMs=(self.clock.seconds() - self.started) * 1000,
-                route=None,
+            _log.closedUndecided(
+                peerText(self.peer),
+                len(self.peek),
+                (self.clock.seconds() - self.started) * 1000,
             )
+
+
+@frozen
+class ConnectionSnapshot:
+    """
+    One open connection as the status view shows it.
+
+    @ivar peer: the client's address.
+    @ivar route: the route it took, or L{None} while undecided or refused.
+    @ivar decided: whether it was handed off or refused.
+    @ivar started: when it was accepted, by the factory's clock.
+    """
+
+    peer: IAddress | None
+    route: str | None
+    decided: bool
+    started: float
 
 
 class DemuxFactory(Factory[DemuxProtocol]):
@@ -337,14 +380,39 @@ class DemuxFactory(Factory[DemuxProtocol]):
             self._refuse(addr, why)
             return None
         self.observer.accepted()
-        protocol = DemuxProtocol(table, self.reactor)
-        protocol.factory = self
-        protocol.expectProxyHeader = proxied
-        self.active.add(protocol)
-        self.undecided += 1
+        protocol = DemuxProtocol(table, self.reactor, expectProxyHeader=proxied)
+        self.adopt(protocol)
         if not proxied:
             self._countSource(protocol, source)
         return protocol
+
+    def snapshot(self) -> list[ConnectionSnapshot]:
+        """
+        The open connections now, oldest first, for the status view.
+        """
+        return sorted(
+            (
+                ConnectionSnapshot(p.peer, p.route, p.decided, p.started)
+                for p in list(self.active)
+            ),
+            key=lambda c: c.started,
+        )
+
+    def adopt(self, protocol: DemuxProtocol) -> None:
+        """
+        Count C{protocol} as one of this factory's open, undecided
+        connections.
+        """
+        protocol.factory = self
+        self.active.add(protocol)
+        self.undecided += 1
+
+    def settled(self, protocol: DemuxProtocol) -> None:
+        """
+        C{protocol} is decided (handed off or refused): no longer counted
+        as undecided.
+        """
+        self.undecided -= 1
 
     def _sourceFree(self, source: str | None) -> bool:
         cap = self.table.maxConnectionsPerSource
@@ -377,13 +445,7 @@ class DemuxFactory(Factory[DemuxProtocol]):
         now = self.reactor.seconds()
         if now - self._lastRefusalLog >= 1.0:
             self._lastRefusalLog = now
-            log.warn(
-                "{peer} refused: over {limit} ({total} refused for it so far)",
-                peer=_peerText(addr),
-                limit=why,
-                total=self.refused[why],
-                route=None,
-            )
+            _log.overLimit(peerText(addr), why, self.refused[why])
 
     def connectionGone(self, protocol: DemuxProtocol) -> None:
         """
@@ -482,29 +544,13 @@ class ProxyHeaderFactory(Factory[DemuxProtocol]):
         self.demux.doStop()
 
 
-def _ipOf(address: IAddress | None) -> IPAddress | None:
-    host = getattr(address, "host", None)
-    if not isinstance(host, str):
-        return None
-    try:
-        return ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
-        return None
-
-
 def _startLocal(table: RouteTable) -> None:
     for route in table.routes:
-        if isinstance(route.target, LocalTarget):
-            route.target.factory.doStart()
-        else:
-            for factory in localFactories(route.target):
-                factory.doStart()
+        for factory in localFactories(route.target):
+            factory.doStart()
 
 
 def _stopLocal(table: RouteTable) -> None:
     for route in table.routes:
-        if isinstance(route.target, LocalTarget):
-            route.target.factory.doStop()
-        else:
-            for factory in localFactories(route.target):
-                factory.doStop()
+        for factory in localFactories(route.target):
+            factory.doStop()

@@ -25,6 +25,7 @@ from attrs import frozen
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress
 
+from ._addresses import ipAndPort
 from ._errors import DemuxError
 
 V1_PREFIX = b"PROXY "
@@ -275,16 +276,6 @@ def parseHeader(header: bytes) -> ProxyInfo:
     return ProxyInfo(header, 2, addresses[0], addresses[1], tlvs)
 
 
-def _ipAndPort(address: IAddress | None) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int] | None:
-    if isinstance(address, IPv4Address | IPv6Address):
-        host = address.host.split("%", 1)[0]
-        try:
-            return ipaddress.ip_address(host), address.port
-        except ValueError:
-            return None
-    return None
-
-
 def encodeTLVs(tlvs: Iterable[TLV]) -> bytes:
     """
     The TLV part of a version 2 header.
@@ -317,8 +308,8 @@ def makeHeader(
         instead of STREAM.
     @raise ValueError: if the TLVs do not fit in a header.
     """
-    src = _ipAndPort(source)
-    dst = _ipAndPort(destination)
+    src = ipAndPort(source)
+    dst = ipAndPort(destination)
     if src is not None and dst is not None and src[0].version != dst[0].version:
         # An IPv4 client reached over an IPv6 socket shows as v4-mapped; make
         # both sides one family, as HAProxy does.

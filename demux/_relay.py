@@ -1,63 +1,107 @@
 """
-Targets: what a decided connection is handed to.
+The relay: one L{RelaySession} per connection routed to a backend, owning
+that connection's lifetime over two symmetric L{_RelayEnd}s, the client's
+and the backend's.
 
-L{BackendTarget} relays to a backend reached through a Twisted client
-endpoint, the way C{twisted.protocols.portforward} does (the client is paused
-while the backend is dialled, then each transport is the other's producer),
-and adds what a front on port 443 needs beyond it: the peeked bytes go first,
-half-close is carried both ways, a connect timeout, and a log line when the
-connection ends.  L{LocalTarget} hands the connection to an in-process
-protocol factory instead.
+The session dials (through the backend's L{demux._dial.IDialer}, trying the
+next backend when one fails), wires the two transports together the way
+C{twisted.protocols.portforward} does (the client is paused while the
+backend is dialled, then each transport is the other's producer), sends the
+peeked bytes (and any PROXY header) first, carries half-close both ways,
+moves a bulk connection to the splice relay (L{demux._splice}), runs the
+idle and linger timers, and counts and logs the connection when both ends
+are gone.  An end only moves bytes and tells its session what happened.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
+from typing import Protocol as TypingProtocol
 
-from attrs import define, field, frozen
-from twisted.internet.abstract import isIPAddress as isIPv4Address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
-from twisted.internet.endpoints import TCP4ClientEndpoint
 from twisted.internet.error import ConnectionDone, TimeoutError, UserError
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
     IHalfCloseableProtocol,
-    IProtocolFactory,
     IStreamClientEndpoint,
     ITransport,
 )
-from twisted.internet.protocol import ClientFactory, Factory, Protocol, connectionDone
-from twisted.logger import Logger
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from . import _splice
-from ._client import SendProxy, clientTransport, proxyHeaderFor
-from ._dial import SocketDial, canDial
-from ._interfaces import ITarget
+from . import _log, _splice, _twisted
+from ._addresses import peerText
+from ._client import SendProxy, proxyHeaderFor
+from ._dial import IAttempt, IDialer
 
 if TYPE_CHECKING:
-    from ._health import HealthCheck
     from ._routes import ConnectionInfo
     from ._transparent import TransparentSource
 
-log = Logger(namespace="demux")
 
 DEFAULT_CONNECT_TIMEOUT = 10.0
-
-
 DEFAULT_LINGER = 30.0
 # A read this large means bulk data: time to move to the splice relay.
 UPGRADE_AT = 32 * 1024
 
 
+class RelayBackend(TypingProtocol):
+    """
+    What the relay needs of one backend (L{demux._targets.Backend}).
+    """
+
+    @property
+    def endpoint(self) -> IStreamClientEndpoint: ...
+
+    @property
+    def description(self) -> str: ...
+
+    @property
+    def dialer(self) -> IDialer: ...
+
+
+class RelayTarget(TypingProtocol):
+    """
+    What the relay needs of its target (L{demux._targets.BackendTarget}):
+    its settings, and its backends' order and health.
+    """
+
+    @property
+    def connectTimeout(self) -> float: ...
+
+    @property
+    def idleTimeout(self) -> float | None: ...
+
+    @property
+    def linger(self) -> float: ...
+
+    @property
+    def sendProxy(self) -> SendProxy | None: ...
+
+    @property
+    def splice(self) -> bool: ...
+
+    @property
+    def transparent(self) -> TransparentSource | None: ...
+
+    def pick(self, now: float) -> Sequence[RelayBackend]: ...
+
+    def markDown(self, backend: Any, now: float) -> None: ...
+
+    def markUp(self, backend: Any) -> None: ...
+
+    def downReasons(self) -> str: ...
+
+
 @implementer(IHalfCloseableProtocol)
 class _RelayEnd(Protocol):
     """
-    One end of a relay: what this end's transport reads is written to the
-    other end's transport.
+    One end of a relay, the client's or the backend's: what this end's
+    transport reads is written to the other end's transport.
 
     Each direction closes on its own: when this end's peer stops sending
     (read side closed) the other end's write side is shut down once its
@@ -68,18 +112,34 @@ class _RelayEnd(Protocol):
 
     # A TCP-like transport: ITCPTransport, IPushProducer and IConsumer.
     transport: Any
-    other: _RelayEnd | None = None
-    session: _ClientEnd
-    readClosed = False
-    writeClosed = False
-    bytesIn = 0
-    lost = False
+
+    def __init__(self, session: RelaySession, transport: Any = None) -> None:
+        # Every attribute is set here, in one order, so that instances share
+        # one compact attribute table (a held connection costs less memory).
+        self.session = session
+        self.transport = transport
+        self.other: _RelayEnd | None = None
+        self.readClosed = False
+        self.writeClosed = False
+        self.lost = False
+        self.bytesIn = 0
+
+    def connectionMade(self) -> None:
+        # Only a backend's end is connected here: the client's transport was
+        # connected before its end existed.
+        self.session.backendConnected(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytesIn += len(data)
+        other = self.other
         session = self.session
+        if other is None:
+            # Not wired yet (the client's end, while the backend is dialled):
+            # the session keeps it, in order, behind the peek.
+            session.hold(data)
+            return
         session.idle = False
-        _writeThrough(self.other.transport, data)  # type: ignore[union-attr]
+        _twisted.writeThrough(other.transport, data)
         if len(data) >= UPGRADE_AT and session.mayUpgrade:
             session.upgrade()
 
@@ -92,7 +152,7 @@ class _RelayEnd(Protocol):
             # Nothing more will come from this side: stop it being paused
             # and resumed as a producer (resuming would read EOF again).
             other.transport.unregisterProducer()
-            _loseWriteThrough(other.transport)
+            _twisted.loseWriteThrough(other.transport)
         self._closeIfDone()
 
     def writeConnectionLost(self) -> None:
@@ -105,128 +165,64 @@ class _RelayEnd(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True
-        # Held here: closing the other end may end the session at once,
-        # which unlinks it from its ends.
-        session = self.session
-        other = self.other
-        if other is not None and not other.lost:
-            # Whatever this side sent is flushed to the other before it is
-            # closed; a peer that never reads it is cut off after a while.
-            # (With nothing left to flush and its sending side already shut,
-            # Twisted closes it at once, and there is nothing to wait for.)
-            other.transport.loseConnection()
-            if not other.lost:
-                session.lingerThenAbort()
-        session.endLost()
+        self.session.endLost(self, reason)
 
 
-def _idleSocket(transport: Any) -> bool:
+class _BackendFactory(ClientFactory):
     """
-    Whether C{transport} is a plain socket transport that is connected, open
-    for writing and has nothing waiting in its buffer: what it is given now
-    may go straight to its socket without overtaking anything.
+    Builds a session's backend end, for every dialer; C{connectTCP}'s
+    failures come back here and go on to the session.
     """
-    return (
-        _splice.plainSocket(transport)
-        and not transport._tempDataBuffer
-        and transport.offset == len(transport.dataBuffer)
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and transport.connected
-    )
+
+    noisy = False
+
+    def __init__(self, session: RelaySession) -> None:
+        self.session = session
+
+    def buildProtocol(self, addr: IAddress | None) -> _RelayEnd:
+        return _RelayEnd(self.session)
+
+    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
+        # UserError: the attempt was abandoned (stopConnecting).
+        if not reason.check(UserError):
+            self.session.dialFailed(reason)
 
 
-def _writeThrough(transport: Any, data: bytes) -> None:
+class RelaySession:
     """
-    Write C{data} to C{transport}, sending it at once when nothing waits in
-    the transport's buffer.
+    One connection relayed to a backend, from the decision to the close.
 
-    Twisted's TCP transport buffers every write and sends on the reactor's
-    next turn, which costs two changes of its epoll registration and a turn
-    per message; for the small messages of an interactive protocol (HTTP
-    keep-alive, SSH) that is most of the relay's work.  Order is kept: this
-    only sends when the buffer is empty, and leaves anything unsent (or any
-    error) to the transport.
-    """
-    if _idleSocket(transport):
-        try:
-            sent = transport.socket.send(data)
-        except OSError:
-            sent = 0
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
-
-
-def _loseWriteThrough(transport: Any) -> None:
-    """
-    Shut down C{transport}'s sending side, at once when nothing waits in its
-    buffer.
-
-    Twisted's C{loseWriteConnection} waits for the reactor's next turn to
-    flush an empty buffer (an empty C{send()} and two changes of the epoll
-    registration) before it shuts the socket down; for every short
-    connection that is a turn spent on nothing.  This does what that turn
-    would do, in the same order: mark the transport's writing side closed,
-    shut the socket down, tell its protocol.
-    """
-    if _idleSocket(transport):
-        transport._writeDisconnecting = True
-        transport._writeDisconnected = True
-        transport._closeWriteConnection()
-        return
-    transport.loseWriteConnection()
-
-
-class _ClientEnd(_RelayEnd):
-    """
-    The client's end of a relay to a backend, created once the route is
-    decided; it dials the backend and owns the connection's timers and
-    accounting.
-
+    @ivar client: the client's end (what the demux protocol hands bytes to).
+    @ivar backend: the backend's end, once connected.
     @ivar idle: whether nothing has moved since the idle timer last looked.
+    @ivar fastPath: the splice relay, once the connection moved to it.
     """
 
-    # Set when dialling starts, right after construction.
-    backend: Backend
+    __slots__ = (
+        "client", "backend", "target", "observer", "reactor", "peer", "routeName",
+        "logConnections", "decided", "peeked", "proxyHeader", "started", "dialStarted",
+        "current", "candidates", "attempt", "backendError", "idle", "mayUpgrade",
+        "fastPath", "spliced", "_linger", "_idleTimer", "_ended",
+    )
 
     def __init__(
         self,
-        target: BackendTarget,
+        target: RelayTarget,
         transport: ITransport,
         peeked: bytes,
         connection: ConnectionInfo,
     ) -> None:
-        self.session = self
-        # Every attribute is set here, in one order, so that instances share
-        # one compact attribute table (a held connection costs less memory).
-        self.other = None
-        self.readClosed = False
-        self.writeClosed = False
-        self.lost = False
-        self.dialStarted = 0.0
-        self._candidates: list[Backend] = []
-        self.host = connection.host
-        self.observer = connection.observer
+        self.client = _RelayEnd(self, transport)
+        self.client.bytesIn = len(peeked)
+        self.backend: _RelayEnd | None = None
         self.target = target
-        self.transport = transport
-        self.peeked = peeked
+        self.observer = connection.observer
         self.reactor = connection.clock
         self.peer = connection.peer
         self.routeName = connection.route
         self.logConnections = connection.logConnections
-        self.bytesIn = len(peeked)
-        self.started = self.reactor.seconds()
-        self.backendError: str | None = None
-        self.idle = False
-        self.mayUpgrade = False
-        self.fastPath: _splice.SpliceRelay | None = None
-        self._connecting: Deferred[Any] | None = None
-        self._connector: Any = None
-        self._linger: IDelayedCall | None = None
-        self._idleTimer: IDelayedCall | None = None
-        self._ended = False
+        self.decided = connection.decided
+        self.peeked = peeked
         # Made now, while the connection's peek is at hand, so that the
         # session does not keep it.
         self.proxyHeader = (
@@ -234,30 +230,36 @@ class _ClientEnd(_RelayEnd):
             if target.sendProxy is None
             else proxyHeaderFor(target.sendProxy, connection)
         )
+        self.started = self.reactor.seconds()
+        self.dialStarted = 0.0
+        self.current: RelayBackend | None = None
+        self.candidates: list[RelayBackend] = []
+        self.attempt: IAttempt | None = None
+        self.backendError: str | None = None
+        self.idle = False
+        self.mayUpgrade = False
+        self.fastPath: _splice.SpliceRelay | None = None
+        self.spliced = False
+        self._linger: IDelayedCall | None = None
+        self._idleTimer: IDelayedCall | None = None
+        self._ended = False
 
-    def dataReceived(self, data: bytes) -> None:
-        if self.other is None:
-            # A transport may deliver what it had already read after being
-            # paused for the dial: keep it, in order, behind the peek.
-            self.bytesIn += len(data)
-            self.peeked += data
-            return
-        _RelayEnd.dataReceived(self, data)
+    # Dialling and failing over.
 
     def dial(self) -> None:
         """
         Connect to the first backend that answers, in the order the target's
         balancing gives, and relay to it.
         """
-        self._candidates = self.target.pick(self.reactor.seconds())
-        if not self._candidates:
+        self.candidates = list(self.target.pick(self.reactor.seconds()))
+        if not self.candidates:
             self._refuseAllDown()
             return
         self._dialNext()
-        if self._connector is not None or self._connecting is not None:
+        if self.attempt is not None:
             # Still connecting: read nothing more from the client until there
             # is somewhere to send it.
-            self.transport.pauseProducing()
+            self.client.transport.pauseProducing()
 
     def _refuseAllDown(self) -> None:
         """
@@ -266,110 +268,91 @@ class _ClientEnd(_RelayEnd):
         """
         why = self.target.downReasons()
         self.backendError = f"every backend is down by health check ({why})"
-        log.warn(
-            "{peer} route={route} refused: {why}",
-            peer=_peerText(self.peer),
-            route=self.routeName,
-            why=self.backendError,
-        )
-        self.transport.loseConnection()
+        _log.allBackendsDown(peerText(self.peer), self.routeName, self.backendError)
+        self.client.transport.loseConnection()
 
     def _dialNext(self) -> None:
-        backend = self._candidates.pop(0)
-        self.backend = backend
+        backend = self.candidates.pop(0)
+        self.current = backend
         self.dialStarted = self.reactor.seconds()
-        endpoint = backend.endpoint
-        if self.target.transparent is not None:
+        factory = _BackendFactory(self)
+        timeout = self.target.connectTimeout
+        transparent = self.target.transparent
+        attempt: IAttempt | None
+        if transparent is not None:
             # From the client's address (see demux._transparent), or not at
             # all: it has logged why not.
-            attempt = self.target.transparent.dial(
-                endpoint, self.peer, self.routeName, _DirectFactory(self),
-                self._failed, self.target.connectTimeout, self.reactor,
+            attempt = transparent.dial(
+                backend.endpoint, self.peer, self.routeName, factory,
+                self.dialFailed, timeout, self.reactor,
             )
             if attempt is None:
-                self.transport.loseConnection()
+                self.client.transport.loseConnection()
                 return
-            self._connector = attempt
-            attempt.start()
-            return
-        if type(endpoint) is TCP4ClientEndpoint:
-            # The common case, without the endpoint's wrapping protocol and
-            # Deferreds: a connection costs less, and so does every read.
-            reactor = endpoint._reactor
-            bind = endpoint._bindAddress
-            if (
-                isIPv4Address(endpoint._host)
-                and canDial(reactor)
-                and (bind is None or isinstance(bind, tuple))
-            ):
-                dial = SocketDial(
-                    reactor,
-                    (endpoint._host, endpoint._port),
-                    _DirectFactory(self),
-                    self._failed,
-                    self.target.connectTimeout,
-                    bind,
-                )
-                self._connector = dial
-                dial.start()
-                return
-            self._connector = reactor.connectTCP(
-                endpoint._host,
-                endpoint._port,
-                _DirectFactory(self),
-                timeout=self.target.connectTimeout,
-                bindAddress=endpoint._bindAddress,
+        else:
+            attempt = backend.dialer.attempt(
+                factory, self.dialFailed, timeout, self.reactor
             )
-            return
-        d = endpoint.connect(_BackendFactory(self))
-        d.addTimeout(self.target.connectTimeout, self.reactor)
-        self._connecting = d
-        d.addErrback(self._failed)
+        self.attempt = attempt
+        attempt.start()
 
-    def _failed(self, reason: Failure) -> None:
-        self._connecting = None
-        self._connector = None
-        if self.lost:
+    def dialFailed(self, reason: Failure) -> None:
+        """
+        The attempt on the current backend failed: try the next, or close.
+        """
+        self.attempt = None
+        if self._ended or self.client.lost:
             return
         if reason.check(TimeoutError, CancelledError, DeferredTimeoutError):
             why = f"no connection within {self.target.connectTimeout:g}s"
         else:
             why = reason.getErrorMessage()
         self.backendError = why
-        self.target.markDown(self.backend, self.reactor.seconds())
-        self.observer.backendFailed(self.routeName, self.backend.description)
-        log.warn(
-            "{peer} route={route} backend {backend} failed: {why}",
-            peer=_peerText(self.peer),
-            route=self.routeName,
-            backend=self.backend.description,
-            why=why,
-        )
-        if self._candidates:
+        backend = self.current
+        assert backend is not None
+        self.target.markDown(backend, self.reactor.seconds())
+        self.observer.backendFailed(self.routeName, backend.description)
+        _log.backendFailed(peerText(self.peer), self.routeName, backend.description, why)
+        if self.candidates:
             self._dialNext()
             return
-        self.transport.loseConnection()
+        self.client.transport.loseConnection()
 
-    def backendConnected(self, backend: _BackendEnd) -> None:
+    def hold(self, data: bytes) -> None:
+        """
+        Keep what the client sent while the backend is dialled (a transport
+        may deliver what it had read after being paused), to go behind the
+        peek.
+        """
+        self.peeked += data
+
+    # Wiring.
+
+    def backendConnected(self, backend: _RelayEnd) -> None:
         """
         Wire the two transports together, peeked bytes first.
         """
-        # Connected: the attempt's Deferred fires once this returns, and is
-        # no longer something to cancel.
-        self._connecting = None
-        self._connector = None
-        self._candidates = []
-        self.target.markUp(self.backend)
-        self.observer.backendConnected(
-            self.routeName,
-            self.backend.description,
-            self.reactor.seconds() - self.dialStarted,
-        )
-        if self.lost:
+        if self._ended:
             backend.transport.loseConnection()
             return
-        self.other = backend
-        backend.other = self
+        # Connected: the attempt is no longer something to abandon.
+        self.attempt = None
+        self.candidates = []
+        current = self.current
+        assert current is not None
+        self.target.markUp(current)
+        self.observer.backendConnected(
+            self.routeName,
+            current.description,
+            self.reactor.seconds() - self.dialStarted,
+        )
+        client = self.client
+        if client.lost:
+            backend.transport.loseConnection()
+            return
+        self.backend = backend
+        client.other = backend
+        backend.other = client
         first = self.peeked
         if self.proxyHeader:
             # The header and the peeked bytes go out in one write, header
@@ -385,17 +368,17 @@ class _ClientEnd(_RelayEnd):
         if first:
             # Sent now rather than on the reactor's next turn: this write is
             # on the path of every connection's first answer.
-            _writeThrough(backend.transport, first)
+            _twisted.writeThrough(backend.transport, first)
         # Each transport is the other's producer: a slow reader on one side
         # pauses reading on the other, so memory stays bounded.
-        backend.transport.registerProducer(self.transport, True)
-        self.transport.registerProducer(backend.transport, True)
-        if self.readClosed:
+        backend.transport.registerProducer(client.transport, True)
+        client.transport.registerProducer(backend.transport, True)
+        if client.readClosed:
             # The client finished sending before the backend answered.
             backend.transport.unregisterProducer()
-            _loseWriteThrough(backend.transport)
+            _twisted.loseWriteThrough(backend.transport)
         else:
-            self.transport.resumeProducing()
+            client.transport.resumeProducing()
 
     def upgrade(self) -> None:
         """
@@ -405,30 +388,46 @@ class _ClientEnd(_RelayEnd):
         short exchange; one that reads a large chunk is moved, with whatever
         the ordinary relay had not sent yet going first through the pipes.
         """
-        backend = self.other
+        client, backend = self.client, self.backend
         if (
             backend is None
             or self.fastPath is not None
-            or not _splice.upgradable(self.transport)
+            or not _splice.upgradable(client.transport)
             or not _splice.upgradable(backend.transport)
         ):
             return
         try:
             relay = _splice.SpliceRelay(
-                self,
-                backend,
-                up=_splice.pending(backend.transport),
-                down=_splice.pending(self.transport),
+                client.transport,
+                backend.transport,
+                self.reactor,
+                self._spliceMoved,
+                up=_twisted.pending(backend.transport),
+                down=_twisted.pending(client.transport),
+                clientDone=client.readClosed,
+                backendDone=backend.readClosed,
             )
         except _splice.NoRoom:
             return
         self.mayUpgrade = False
-        _splice.takePending(backend.transport)
-        _splice.takePending(self.transport)
-        self.transport.unregisterProducer()
+        _twisted.takePending(backend.transport)
+        _twisted.takePending(client.transport)
+        client.transport.unregisterProducer()
         backend.transport.unregisterProducer()
         self.fastPath = relay
+        self.spliced = True
         relay.start()
+
+    def _spliceMoved(self, upward: bool, count: int) -> None:
+        """
+        The splice relay read C{count} bytes, from the client if C{upward}.
+        """
+        self.idle = False
+        end = self.client if upward else self.backend
+        if end is not None:
+            end.bytesIn += count
+
+    # Timers.
 
     def _checkIdle(self) -> None:
         """
@@ -444,15 +443,10 @@ class _ClientEnd(_RelayEnd):
                 self.target.idleTimeout, self._checkIdle
             )
             return
-        log.info(
-            "{peer} route={route} idle for {idle:g}s, closing",
-            peer=_peerText(self.peer),
-            route=self.routeName,
-            idle=self.target.idleTimeout,
-        )
+        _log.idleClosed(peerText(self.peer), self.routeName, self.target.idleTimeout)
         self.abort()
 
-    def lingerThenAbort(self) -> None:
+    def _lingerThenAbort(self) -> None:
         """
         One end is gone and the other is closing after flushing what it was
         sent; if its peer never reads that, cut it off.
@@ -466,371 +460,92 @@ class _ClientEnd(_RelayEnd):
         """
         if self.fastPath is not None:
             self.fastPath.detach()
-        for end in (self, self.other):
+        for end in (self.client, self.backend):
             if end is not None and not end.lost:
                 end.transport.abortConnection()
 
-    def endLost(self) -> None:
+    # The end.
+
+    def endLost(self, end: _RelayEnd, reason: Failure) -> None:
         """
-        Called when either end's connection is gone: once both are, stop the
-        timers and log the connection's summary.
+        C{end}'s connection is gone: close the other once it has flushed
+        what this one sent, and once both are gone, finish.
+        """
+        if end is not self.client:
+            complete = self.fastPath is not None and self.fastPath.complete
+            if (
+                reason is not None
+                and not reason.check(ConnectionDone)
+                and not complete
+            ):
+                # A reset, or a TLS backend that failed verification: say
+                # why, since the client only sees its connection close.
+                # (Once a spliced relay has carried both directions to their
+                # end, how the socket then closes is not news.)
+                self.backendError = reason.getErrorMessage()
+                _log.backendLost(
+                    peerText(self.peer),
+                    self.routeName,
+                    self.current.description,  # type: ignore[union-attr]
+                    self.backendError,
+                )
+        other = end.other
+        if other is not None and not other.lost:
+            # Whatever this side sent is flushed to the other before it is
+            # closed; a peer that never reads it is cut off after a while.
+            # (With nothing left to flush and its sending side already shut,
+            # Twisted closes it at once, and there is nothing to wait for.)
+            other.transport.loseConnection()
+            if not other.lost:
+                self._lingerThenAbort()
+        self._finishIfDone()
+
+    def _finishIfDone(self) -> None:
+        """
+        Once both ends are gone, stop the timers and log the connection's
+        summary.
         """
         if self._ended:
             return
-        if not self.lost or (self.other is not None and not self.other.lost):
+        client, backend = self.client, self.backend
+        if not client.lost or (backend is not None and not backend.lost):
             return
         self._ended = True
-        if self._connecting is not None:
-            self._connecting.cancel()
-        if self._connector is not None and self._connector.state == "connecting":
-            self._connector.stopConnecting()
+        if self.attempt is not None:
+            attempt, self.attempt = self.attempt, None
+            attempt.abandon()
         if self.fastPath is not None:
             self.fastPath.detach()
+            # The relay holds this session's callback: let both go.
+            self.fastPath = None
         for timer in (self._linger, self._idleTimer):
             if timer is not None and timer.active():
                 timer.cancel()
-        other = self.other
-        backendBytes = other.bytesIn if other is not None else 0
-        if other is not None:
-            # Both ends are gone: unlink them, so that reference counting
-            # frees the connection's objects (both transports included) at
-            # once, instead of leaving a cycle for the garbage collector,
-            # whose passes would pause a busy server.
-            other.other = None
-            self.other = None
-        # The client's end is its own session: that reference is a cycle too.
-        del self.session
+        self._linger = self._idleTimer = None
+        backendBytes = backend.bytesIn if backend is not None else 0
+        if backend is not None:
+            # Both ends are gone: unlink them from each other and from the
+            # session, so that reference counting frees the connection's
+            # objects (both transports included) at once, instead of leaving
+            # cycles for the garbage collector, whose passes would pause a
+            # busy server.
+            backend.other = None
+            client.other = None
+            self.backend = None
+        # The ends still name their session (they may be asked late, and it
+        # answers as finished), but it no longer names them.
+        del self.client
         duration = self.reactor.seconds() - self.started
-        self.observer.closed(self.routeName, self.bytesIn, backendBytes, duration)
+        self.observer.closed(self.routeName, client.bytesIn, backendBytes, duration)
         if not self.logConnections:
             return
-        how = " (spliced)" if self.fastPath is not None else ""
-        peer = _peerText(self.peer)
-        log.info(
-            "{text}",
-            text=f"{peer} route={self.routeName} closed: {self.bytesIn} bytes up, "
-            f"{backendBytes} bytes down, {duration:.3f}s{how}",
-            peer=peer,
-            route=self.routeName,
-            bytesUp=self.bytesIn,
-            bytesDown=backendBytes,
-            duration=duration,
-            backendError=self.backendError,
-            spliced=self.fastPath is not None,
+        _log.closed(
+            peerText(self.peer),
+            self.routeName,
+            client.bytesIn,
+            backendBytes,
+            duration,
+            self.backendError,
+            self.spliced,
+            self.decided,
         )
-
-
-class _BackendEnd(_RelayEnd):
-    """
-    The backend's end of a relay.
-    """
-
-    def __init__(self, client: _ClientEnd) -> None:
-        self.session = client
-        self.other = None
-        self.readClosed = False
-        self.writeClosed = False
-        self.lost = False
-        self.bytesIn = 0
-
-    def connectionMade(self) -> None:
-        self.session.backendConnected(self)
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        session = self.session
-        complete = session.fastPath is not None and session.fastPath.complete
-        if reason is not None and not reason.check(ConnectionDone) and not complete:
-            # A reset, or a TLS backend that failed verification: say why,
-            # since the client only sees its connection close.  (Once a
-            # spliced relay has carried both directions to their end, how
-            # the socket then closes is not news.)
-            session.backendError = reason.getErrorMessage()
-            log.warn(
-                "{peer} route={route} backend {backend} connection lost: {why}",
-                peer=_peerText(session.peer),
-                route=session.routeName,
-                backend=session.backend.description,
-                why=session.backendError,
-            )
-        _RelayEnd.connectionLost(self, reason)
-
-
-class _DirectFactory(ClientFactory):
-    """
-    Connects a backend end to its session with C{connectTCP} directly.
-    """
-
-    noisy = False
-
-    def __init__(self, client: _ClientEnd) -> None:
-        self.client = client
-
-    def buildProtocol(self, addr: IAddress | None) -> _BackendEnd:
-        return _BackendEnd(self.client)
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        if not reason.check(UserError):
-            self.client._failed(reason)
-
-
-@implementer(IProtocolFactory)
-class _BackendFactory(Factory):
-    noisy = False
-
-    def __init__(self, client: _ClientEnd) -> None:
-        self.client = client
-
-    def buildProtocol(self, addr: IAddress | None) -> _BackendEnd:
-        return _BackendEnd(self.client)
-
-
-def _peerText(peer: IAddress | None) -> str:
-    host = getattr(peer, "host", None)
-    port = getattr(peer, "port", None)
-    if host is not None and port is not None:
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(peer)
-
-
-@frozen
-class Backend:
-    """
-    One backend address of a route.
-
-    @ivar endpoint: how to reach it; parsed once, when the configuration is
-        loaded, not per connection.
-    @ivar description: the endpoint string, for logs.
-    """
-
-    endpoint: IStreamClientEndpoint
-    description: str
-
-
-@define
-class _Health:
-    """
-    What a target has learnt about its backends while running: which
-    refused lately (a passive health check), and whose turn is next.
-    """
-
-    downUntil: dict[str, float] = field(factory=dict)
-    nextIndex: int = 0
-    checked: dict[str, tuple[bool, str]] = field(factory=dict)
-    """
-    By active health check (L{demux._health}), each checked backend's
-    state: whether it is up, and what its last check saw.
-    """
-
-
-BALANCE_MODES = ("first", "roundrobin")
-DEFAULT_RETRY_AFTER = 10.0
-
-
-@implementer(ITarget)
-@frozen
-class BackendTarget:
-    """
-    Relay decided connections to a backend.
-
-    @ivar endpoint: how to reach the backend; parsed once, when the
-        configuration is loaded, not per connection.
-    @ivar description: the endpoint string, for logs.
-    @ivar connectTimeout: seconds to wait for the backend to accept before
-        trying the next backend or closing the client's connection.
-    @ivar idleTimeout: seconds without a byte either way after which both
-        connections are closed, or L{None} to keep idle connections.
-    @ivar linger: seconds that one side may take to flush what it was sent
-        after the other side has gone, before it is cut off.
-    @ivar sendProxy: 1 or 2 to send a PROXY protocol header of that version
-        to the backend, so it sees the client's address (version 2 with
-        TLVs: ALPN, authority, the route's name); C{"pass"} to forward the
-        header the connection came with on a C{haproxy:} listener, as
-        received; L{None} not to.
-    @ivar alternatives: more backends for the same route.
-    @ivar balance: C{"first"}: the first backend that is up, in order;
-        C{"roundrobin"}: each connection starts at the next backend.
-    @ivar retryAfter: seconds a backend that refused or timed out is
-        passed over (unless every backend is).
-    @ivar splice: whether to relay with C{splice(2)} where both ends are
-        plain TCP sockets on Linux (the same semantics, less CPU).
-    @ivar check: the route's active health check, run by
-        L{demux._health.HealthService}; L{None} for passive checks only.
-        Backends down by it are never picked, and with all of them down
-        connections are refused; among the rest, those that failed lately
-        go last, as without it.
-    @ivar transparent: makes backend connections whose source is the
-        client's address, or L{None} to dial from this host's.
-    """
-
-    endpoint: IStreamClientEndpoint
-    description: str
-    connectTimeout: float = DEFAULT_CONNECT_TIMEOUT
-    idleTimeout: float | None = None
-    linger: float = DEFAULT_LINGER
-    sendProxy: SendProxy | None = None
-    alternatives: tuple[Backend, ...] = ()
-    balance: str = "first"
-    retryAfter: float = DEFAULT_RETRY_AFTER
-    splice: bool = True
-    check: HealthCheck | None = None
-    transparent: TransparentSource | None = None
-    _health: _Health = field(factory=_Health, eq=False, repr=False, alias="_health")
-    backends: tuple[Backend, ...] = field(init=False, eq=False, repr=False)
-    """
-    Every backend of the route, in configuration order: made once, not for
-    every connection that picks one.
-    """
-
-    def __attrs_post_init__(self) -> None:
-        object.__setattr__(
-            self,
-            "backends",
-            (Backend(self.endpoint, self.description), *self.alternatives),
-        )
-
-    def pick(self, now: float) -> list[Backend]:
-        """
-        The order in which to try the backends for a new connection: by the
-        balancing mode, backends that failed lately last.
-        """
-        backends = list(self.backends)
-        if self.balance == "roundrobin" and len(backends) > 1:
-            start = self._health.nextIndex % len(backends)
-            self._health.nextIndex = start + 1
-            backends = backends[start:] + backends[:start]
-        checked = self._health.checked
-        if checked:
-            backends = [
-                b for b in backends if checked.get(b.description, (True, ""))[0]
-            ]
-        down = self._health.downUntil
-        up = [b for b in backends if down.get(b.description, 0.0) <= now]
-        return up + [b for b in backends if b not in up]
-
-    def setChecked(self, backend: Backend, up: bool, why: str) -> None:
-        """
-        Record what the active health check says of C{backend}; one found
-        up again is also forgiven its passive failures, since it answers.
-        """
-        previous = self._health.checked.get(backend.description)
-        self._health.checked[backend.description] = (up, why)
-        if up and previous is not None and not previous[0]:
-            self._health.downUntil.pop(backend.description, None)
-
-    def checkedState(self, backend: Backend) -> tuple[bool, str] | None:
-        """
-        The active health check's word on C{backend}: up or not and why, or
-        L{None} if it is not checked.
-        """
-        return self._health.checked.get(backend.description)
-
-    def downReasons(self) -> str:
-        """
-        Why each backend down by active check is, for a log line.
-        """
-        return "; ".join(
-            f"{description}: {why}"
-            for description, (up, why) in self._health.checked.items()
-            if not up
-        )
-
-    def markDown(self, backend: Backend, now: float) -> None:
-        self._health.downUntil[backend.description] = now + self.retryAfter
-
-    def markUp(self, backend: Backend) -> None:
-        self._health.downUntil.pop(backend.description, None)
-
-    def handOff(
-        self, transport: ITransport, peeked: bytes, connection: ConnectionInfo
-    ) -> Protocol:
-        end = _ClientEnd(self, transport, peeked, connection)
-        end.dial()
-        return end
-
-
-@implementer(IHalfCloseableProtocol)
-class _LocalEnd(Protocol):
-    transport: Any
-    """
-    Passes a connection's events on to an in-process protocol, carrying
-    half-close only to a protocol that understands it.
-    """
-
-    def __init__(
-        self, protocol: Protocol, transport: ITransport, connection: ConnectionInfo
-    ) -> None:
-        self.protocol = protocol
-        self.transport = transport
-        self.connection = connection
-        self.started = connection.clock.seconds()
-        self.bytesIn = 0
-
-    def dataReceived(self, data: bytes) -> None:
-        self.bytesIn += len(data)
-        self.protocol.dataReceived(data)
-
-    def readConnectionLost(self) -> None:
-        halfCloseable = IHalfCloseableProtocol(self.protocol, None)
-        if halfCloseable is not None:
-            halfCloseable.readConnectionLost()
-        else:
-            self.transport.loseConnection()
-
-    def writeConnectionLost(self) -> None:
-        halfCloseable = IHalfCloseableProtocol(self.protocol, None)
-        if halfCloseable is not None:
-            halfCloseable.writeConnectionLost()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        self.protocol.connectionLost(reason)
-        c = self.connection
-        duration = c.clock.seconds() - self.started
-        c.observer.closed(c.route, self.bytesIn, 0, duration)
-        if c.logConnections:
-            # What the in-process protocol wrote is its own business: only
-            # the bytes that reached it are counted.
-            peer = _peerText(c.peer)
-            log.info(
-                "{text}",
-                text=f"{peer} route={c.route} closed: {self.bytesIn} bytes up, "
-                f"{duration:.3f}s (in-process)",
-                peer=peer,
-                route=c.route,
-                bytesUp=self.bytesIn,
-                duration=duration,
-            )
-
-
-@implementer(ITarget)
-@frozen
-class LocalTarget:
-    """
-    Serve decided connections with an in-process protocol factory, so one
-    port can carry, say, a Twisted program's own web site and a relay to
-    another server.
-
-    The factory's protocol is connected to the client's transport and gets
-    the peeked bytes as its first C{dataReceived}.
-    """
-
-    factory: IProtocolFactory
-    description: str = field(default="")
-
-    def __attrs_post_init__(self) -> None:
-        if not self.description:
-            object.__setattr__(self, "description", f"local {self.factory!r}")
-
-    def handOff(
-        self, transport: ITransport, peeked: bytes, connection: ConnectionInfo
-    ) -> Protocol:
-        protocol = self.factory.buildProtocol(connection.peer)
-        if protocol is None:
-            transport.loseConnection()
-            return Protocol()
-        # Behind a PROXY header, the protocol's getPeer() is the client.
-        protocol.makeConnection(clientTransport(transport, connection))
-        if peeked:
-            protocol.dataReceived(peeked)
-        end = _LocalEnd(protocol, transport, connection)  # type: ignore[arg-type]
-        end.bytesIn = len(peeked)
-        return end

@@ -14,6 +14,7 @@ from zope.interface import implementer
 from ._errors import ConfigError
 from ._http import RequestHead, parseRequestHead
 from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, ITarget, Verdict
+from ._log import Decided
 from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._proxyheader import ProxyInfo
@@ -129,6 +130,9 @@ class RouteTable:
         rest.  L{None}: no cap beyond C{maxConnections}.
     @ivar logConnections: whether to log each routed connection (its
         decision and its end); refusals and errors are always logged.
+    @ivar logDecisions: whether a routed connection's decision has a line
+        of its own, when it is made; if not, it is in the connection's
+        closing line.
     """
 
     routes: tuple[Route, ...] = field(converter=_routeTuple, validator=_checkRoutes)
@@ -139,6 +143,7 @@ class RouteTable:
     maxConnectionsPerSource: int | None = None
     maxUndecided: int | None = None
     logConnections: bool = True
+    logDecisions: bool = True
     filtersSources: bool = field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -187,6 +192,9 @@ class ConnectionInfo:
     @ivar logConnections: whether to log a line when the connection ends.
     @ivar peek: the bytes the connection was decided on (after any PROXY
         header), with their shared parses.
+    @ivar decided: how the connection was routed, for the target to log
+        when the connection ends, if the decision had no line of its own
+        (C{log_decisions = false}); L{None} otherwise.
     @ivar proxyHeader: the PROXY header the connection started with, on a
         listener that expects one (its raw bytes are C{proxyHeader.header},
         for passing it on); L{None} on other listeners.
@@ -200,6 +208,7 @@ class ConnectionInfo:
     logConnections: bool = True
     peek: Peek = field(factory=Peek, eq=False, repr=False)
     proxyHeader: ProxyInfo | None = None
+    decided: Decided | None = None
 
     @property
     def clientHello(self) -> ClientHello | None:

@@ -14,23 +14,16 @@ the same code as any other.
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import os
 import socket
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from twisted.internet import tcp
-from twisted.internet.error import ConnectionDone
-from twisted.python.failure import Failure
-
-if TYPE_CHECKING:
-    from ._relay import _ClientEnd, _RelayEnd
+from . import _twisted
 
 _FLAGS = os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK if hasattr(os, "splice") else 0
-_F_SETPIPE_SZ = 1031
 PIPE_SIZE = 256 * 1024
-_AGAIN = (errno.EAGAIN, errno.EWOULDBLOCK)
 # Moves per readiness event before giving other connections their turn.
 _MOVES_PER_EVENT = 8
 
@@ -42,51 +35,14 @@ def available() -> bool:
     return hasattr(os, "splice")
 
 
-def plainSocket(transport: Any) -> bool:
-    """
-    Whether C{transport} is Twisted's own transport of a socket (TCP or
-    UNIX), with no TLS layered on it, so that its socket may be used
-    directly: sent to at once, or spliced.
-    """
-    return isinstance(transport, tcp.Connection) and not transport.TLS
-
-
-def pending(transport: Any) -> bytes:
-    """
-    What C{transport} was given to write and has not sent yet.
-    """
-    return bytes(transport.dataBuffer[transport.offset :]) + b"".join(
-        transport._tempDataBuffer
-    )
-
-
-def takePending(transport: Any) -> bytes:
-    """
-    Take what C{transport} has not sent yet out of its buffer, to be sent
-    through a pipe instead, in the same order.
-    """
-    data = pending(transport)
-    transport.dataBuffer = b""
-    transport.offset = 0
-    transport._tempDataBuffer = []
-    transport._tempDataLen = 0
-    return data
-
-
 def upgradable(transport: Any) -> bool:
     """
     Whether a relayed connection's transport can be handed to the splice
     relay now: a plain socket, open both ways, with no more unsent than a
     pipe holds.
     """
-    return bool(
-        plainSocket(transport)
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and not transport._writeDisconnected
-        and len(transport.dataBuffer) - transport.offset + transport._tempDataLen
-        <= PIPE_SIZE // 2
+    return _twisted.openBothWays(transport) and (
+        _twisted.pendingLength(transport) <= PIPE_SIZE // 2
     )
 
 
@@ -107,16 +63,22 @@ class PipePool:
         self._idle: list[tuple[int, int]] = []
 
     def take(self) -> tuple[int, int]:
+        """
+        An idle pipe, or a new one.
+        """
         if self._idle:
             return self._idle.pop()
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            fcntl.fcntl(w, _F_SETPIPE_SZ, PIPE_SIZE)
+            fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
         except OSError:
             pass
         return r, w
 
     def give(self, pipe: tuple[int, int], empty: bool) -> None:
+        """
+        Keep C{pipe} for reuse if it is C{empty} and there is room, or close it.
+        """
         if empty and len(self._idle) < self.keep:
             self._idle.append(pipe)
         else:
@@ -133,10 +95,12 @@ class _Flow:
     pipe, to C{sink}'s socket.
     """
 
-    def __init__(self, source: _Watcher, sink: _Watcher, counter: _RelayEnd) -> None:
+    def __init__(self, source: _Watcher, sink: _Watcher, upward: bool) -> None:
         self.source = source
         self.sink = sink
-        self.counter = counter
+        # Which way the bytes go, for the relay's C{moved} callback: from the
+        # client to the backend, or back.
+        self.upward = upward
         # A pipe is held only while bytes are in flight, so an idle relayed
         # connection costs its two sockets and nothing more.
         self.pipe: tuple[int, int] | None = None
@@ -207,8 +171,7 @@ class _Flow:
                 self.eof = True
                 continue
             self.inPipe += n
-            self.counter.bytesIn += n
-            self.source.relay.session.idle = False
+            self.source.relay.moved(self.upward, n)
         # Still busy: come back on the next readiness event, of the sink if
         # bytes wait in the pipe, else of the source.
         self.source.wantRead(not self.inPipe)
@@ -240,10 +203,7 @@ class _Watcher:
         self.incoming: _Flow | None = None
         self.reading = False
         self.writing = False
-        transport.stopReading()
-        transport.stopWriting()
-        transport.doRead = self.doRead
-        transport.doWrite = self.doWrite
+        _twisted.takeEvents(transport, self.doRead, self.doWrite)
 
     def wantRead(self, on: bool) -> None:
         if on != self.reading:
@@ -267,9 +227,7 @@ class _Watcher:
         """
         self.wantRead(False)
         self.wantWrite(False)
-        for name in ("doRead", "doWrite"):
-            if self.transport.__dict__.get(name) == getattr(self, name):
-                delattr(self.transport, name)
+        _twisted.giveEventsBack(self.transport, self.doRead, self.doWrite)
 
     def doRead(self) -> None:
         self.relay.run(self.outgoing)
@@ -283,8 +241,6 @@ class NoRoom(Exception):
     What must be sent first does not fit in a pipe: keep the ordinary relay.
     """
 
-
-_F_GETPIPE_SZ = 1032
 
 
 def _pipeFor(data: bytes) -> tuple[int, int] | None:
@@ -303,7 +259,7 @@ def _pipeFor(data: bytes) -> tuple[int, int] | None:
         # Out of descriptors: stay on the ordinary relay.
         raise NoRoom() from None
     try:
-        capacity = fcntl.fcntl(pipe[1], _F_GETPIPE_SZ)
+        capacity = fcntl.fcntl(pipe[1], fcntl.F_GETPIPE_SZ)
     except OSError:
         capacity = 4096
     if len(data) > capacity:
@@ -320,19 +276,32 @@ class SpliceRelay:
 
     def __init__(
         self,
-        session: _ClientEnd,
-        backend: _RelayEnd,
+        client: Any,
+        backend: Any,
+        reactor: Any,
+        moved: Callable[[bool, int], object],
         up: bytes = b"",
         down: bytes = b"",
+        clientDone: bool = False,
+        backendDone: bool = False,
     ) -> None:
         """
+        @param client: the client's transport (a plain socket's).
+        @param backend: the backend's transport, likewise.
+        @param reactor: for timers.
+        @param moved: called with C{(upward, count)} whenever C{count} bytes
+            were read from one side, C{upward} when from the client: how
+            the relay's owner counts bytes and sees activity.
         @param up: bytes for the backend that must go before anything else
             (the peek, or what the ordinary relay had not sent yet).
         @param down: likewise for the client.
-        @raise NoRoom: if those do not fit in a pipe; nothing was changed.
+        @param clientDone: whether the client has already stopped sending.
+        @param backendDone: whether the backend has.
+        @raise NoRoom: if C{up} or C{down} does not fit in a pipe; nothing
+            was changed.
         """
-        self.session = session
-        self.reactor: Any = session.reactor
+        self.reactor = reactor
+        self.moved = moved
         upPipe = _pipeFor(up)
         try:
             downPipe = _pipeFor(down)
@@ -341,21 +310,21 @@ class SpliceRelay:
                 POOL.give(upPipe, empty=True)
             raise
         # The relay drives the sockets until it gives them back.
-        client = _Watcher(self, session.transport)
-        server = _Watcher(self, backend.transport)
-        self.watchers = (client, server)
-        self.up = _Flow(client, server, session)
-        self.down = _Flow(server, client, backend)
-        client.outgoing = server.incoming = self.up
-        server.outgoing = client.incoming = self.down
+        clientWatcher = _Watcher(self, client)
+        backendWatcher = _Watcher(self, backend)
+        self.watchers = (clientWatcher, backendWatcher)
+        self.up = _Flow(clientWatcher, backendWatcher, True)
+        self.down = _Flow(backendWatcher, clientWatcher, False)
+        clientWatcher.outgoing = backendWatcher.incoming = self.up
+        backendWatcher.outgoing = clientWatcher.incoming = self.down
         self.finished = False
         self._retry: Any = None
         self.up.pipe, self.down.pipe = upPipe, downPipe
         self.up.preload(up)
         self.down.preload(down)
-        if session.readClosed:
+        if clientDone:
             self.up.eof = True
-        if backend.readClosed:
+        if backendDone:
             self.down.eof = True
 
     def retryLater(self, flow: _Flow) -> None:
@@ -371,10 +340,16 @@ class SpliceRelay:
         self.run(self.down)
 
     def start(self) -> None:
+        """
+        Move what can be moved now, both ways.
+        """
         self.run(self.up)
         self.run(self.down)
 
     def run(self, flow: _Flow | None) -> None:
+        """
+        Pump C{flow}, on its socket's readiness; a socket error ends both.
+        """
         if self.finished or flow is None or flow.done:
             return
         try:
@@ -390,6 +365,9 @@ class SpliceRelay:
         return self.up.done and self.down.done
 
     def flowDone(self) -> None:
+        """
+        One direction reached its end; once both have, close.
+        """
         if self.up.done and self.down.done:
             # Both directions were read to their end and written out: the
             # sockets are closed at once (as a transport's own orderly close
@@ -401,8 +379,7 @@ class SpliceRelay:
 
     def _close(self) -> None:
         for w in self.watchers:
-            if not w.transport.disconnected:
-                w.transport.connectionLost(Failure(ConnectionDone()))
+            _twisted.endAsDone(w.transport)
 
     def fail(self) -> None:
         """

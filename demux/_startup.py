@@ -5,9 +5,9 @@ C{--pidfile} and C{--uid}, so that a mistake in them stops start-up with one
 line instead of a traceback from deep inside Twisted.
 
 The checks themselves are pure functions of what they are given.  What they
-are given comes partly from Twisted's private names, and every such use is
-in this module, in L{_twistedInternals}: C{tests/test_startup.py} fails if
-one of them disappears.
+are given comes partly from Twisted's private names, read through
+L{demux._twisted} (where every such use is, with a test that fails if one
+disappears).
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import pwd
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from attrs import frozen
 
 from ._config import listenSpec
+from ._twisted import parseServer, systemdDaemon
 
 SOCKET_UNIT = "contrib/demux.socket"
 
@@ -43,25 +43,12 @@ class PassedSockets:
     pid: int
 
 
-def _twistedInternals() -> tuple[Any, Any]:
-    """
-    The private names of Twisted this module needs: the function that splits
-    an endpoint string into its parser and arguments, and the parser class
-    of C{systemd:} endpoints, whose C{_sddaemon} is what that parser will
-    look the passed sockets up in.
-    """
-    from twisted.internet.endpoints import _parseServer, _SystemdParser
-
-    return _parseServer, _SystemdParser
-
-
 def passedSockets() -> PassedSockets:
     """
     The sockets systemd passed this process, as Twisted sees them, and the
     environment that says what systemd meant to pass.
     """
-    _, systemdParser = _twistedInternals()
-    daemon = systemdParser._sddaemon
+    daemon = systemdDaemon()
     return PassedSockets(
         tuple(daemon.inheritedDescriptors()),
         tuple(daemon.inheritedNamedDescriptors()),
@@ -98,9 +85,8 @@ def _systemdArguments(endpoint: str) -> tuple[int | None, str | None] | None:
     """
     if not endpoint.startswith("systemd:"):
         return None
-    parseServer, _ = _twistedInternals()
     try:
-        _, args, kwargs = parseServer(endpoint, None)
+        _, args, kwargs = parseServer(endpoint)
     except Exception:
         return None
     values = dict(zip(("domain", "index", "name"), args, strict=False))

@@ -17,7 +17,7 @@ backend decides what a certificate is worth.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ from twisted.internet.interfaces import (
     IDelayedCall,
     IHandshakeListener,
     IOpenSSLServerConnectionCreator,
-    IProtocolFactory,
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
@@ -38,10 +37,11 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from ._addresses import peerText
 from ._errors import ConfigError
 from ._interfaces import ITarget
-from ._relay import _peerText
 from ._routes import ConnectionInfo, RouteTable
+from ._targets import IInnerTargets
 
 log = Logger(namespace="demux")
 
@@ -299,7 +299,7 @@ class _Decrypted(Protocol):
             why = "closed during the TLS handshake"
         log.info(
             "{peer} route={route} {why} ({duration:.3f}s)",
-            peer=_peerText(connection.peer),
+            peer=peerText(connection.peer),
             route=connection.route,
             why=why,
             duration=duration,
@@ -318,7 +318,7 @@ def _sslReason(error: BaseException) -> str:
     return "; ".join(reasons) or str(error) or type(error).__name__
 
 
-@implementer(ITarget)
+@implementer(ITarget, IInnerTargets)
 @frozen
 class TLSTarget:
     """
@@ -338,6 +338,12 @@ class TLSTarget:
         if not self.description:
             object.__setattr__(self, "description", f"tls -> {self.inner.description}")
 
+    def innerTargets(self) -> tuple[ITarget, ...]:
+        """
+        Where the decrypted stream goes.
+        """
+        return (self.inner,)
+
     def handOff(
         self, transport: ITransport, peeked: bytes, connection: ConnectionInfo
     ) -> Protocol:
@@ -354,7 +360,7 @@ class TLSTarget:
         return tls
 
 
-@implementer(ITarget)
+@implementer(ITarget, IInnerTargets)
 @frozen
 class RoutesTarget:
     """
@@ -373,6 +379,12 @@ class RoutesTarget:
             names = ", ".join(route.name for route in self.table.routes)
             object.__setattr__(self, "description", f"routes ({names})")
 
+    def innerTargets(self) -> tuple[ITarget, ...]:
+        """
+        The inner routes' targets.
+        """
+        return tuple(route.target for route in self.table.routes)
+
     def handOff(
         self, transport: ITransport, peeked: bytes, connection: ConnectionInfo
     ) -> Protocol:
@@ -380,30 +392,10 @@ class RoutesTarget:
 
         factory = DemuxFactory(self.table, connection.clock, connection.observer)
         protocol = DemuxProtocol(self.table, connection.clock)
-        protocol.factory = factory
         protocol.peer = connection.peer
         protocol.host = connection.host
-        factory.active.add(protocol)
-        factory.undecided += 1
+        factory.adopt(protocol)
         protocol.makeConnection(transport)
         if peeked:
             protocol.dataReceived(peeked)
         return protocol
-
-
-
-def localFactories(target: ITarget) -> Iterator[IProtocolFactory]:
-    """
-    The in-process protocol factories behind C{target}, inner routes
-    included, which start and stop with the listener like any
-    C{local} route's.
-    """
-    from ._relay import LocalTarget
-
-    if isinstance(target, TLSTarget):
-        yield from localFactories(target.inner)
-    elif isinstance(target, RoutesTarget):
-        for route in target.table.routes:
-            yield from localFactories(route.target)
-    elif isinstance(target, LocalTarget):
-        yield target.factory

@@ -37,8 +37,10 @@ from twisted.internet.error import ConnectError, TimeoutError
 from twisted.internet.interfaces import IAddress, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from ._dial import SocketDial
+from ._dial import IAttempt, SocketDial
+from ._twisted import tcp4Address
 
 log = Logger(namespace="demux")
 
@@ -71,20 +73,19 @@ def backendAddress(endpoint: object) -> Address:
         name could resolve to either family, and demux binds the source
         address itself).
     """
-    host = getattr(endpoint, "_host", None)
-    port = getattr(endpoint, "_port", None)
-    if type(endpoint).__name__ != "TCP4ClientEndpoint" or not isinstance(host, str):
+    tcp = tcp4Address(endpoint)
+    if tcp is None or not isinstance(tcp.host, str):
         raise ValueError("needs tcp: backends")
     try:
-        address = ipaddress.ip_address(host)
+        address = ipaddress.ip_address(tcp.host)
     except ValueError:
         raise ValueError("needs backends at IP addresses, not host names") from None
-    if getattr(endpoint, "_bindAddress", None) is not None:
+    if tcp.bindAddress is not None:
         raise ValueError(
             "binds the client's address itself, so a backend cannot have bindAddress"
         )
     family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
-    return family, str(address), int(port)  # type: ignore[arg-type]
+    return family, str(address), int(tcp.port)
 
 
 def clientAddress(peer: IAddress) -> Address | None:
@@ -197,7 +198,7 @@ class TransparentSource:
                 clock, route, "family",
                 f"an IPv{_version(client[0])} client cannot be the source of a "
                 f"connection to an IPv{_version(backend[0])} backend "
-                f"({endpoint._host})",
+                f"({tcp4Address(endpoint).host})",  # type: ignore[union-attr]
             )
             return None
         try:
@@ -226,7 +227,7 @@ class TransparentSource:
             failed(reason)
 
         return _Attempt(
-            endpoint._reactor,
+            tcp4Address(endpoint).reactor,  # type: ignore[union-attr]
             (backend[1], backend[2]),
             factory,
             dialFailed,
@@ -266,10 +267,10 @@ class TransparentSource:
         )
 
 
+@implementer(IAttempt)
 class _Attempt:
     """
-    One transparent connection attempt, which looks to the relay like the
-    connector C{connectTCP} returns (C{start}, C{state}, C{stopConnecting}).
+    One transparent connection attempt: an L{demux._dial.IAttempt}.
 
     If the connect fails because a connection from the client's address and
     port to the backend is still closing here (C{TIME_WAIT}, when a client
@@ -305,6 +306,12 @@ class _Attempt:
 
     def stopConnecting(self) -> None:
         self._dial.stopConnecting()
+
+    def abandon(self) -> None:
+        """
+        Give the attempt up, quietly (L{demux._dial.IAttempt}).
+        """
+        self._dial.abandon()
 
     def _failed(self, reason: Failure) -> None:
         if (

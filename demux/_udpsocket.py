@@ -190,16 +190,8 @@ def systemdDescriptors() -> list[int]:
 
     Twisted's endpoints module reads (and clears) systemd's environment
     when it is imported, for its own C{systemd:} endpoints, so the
-    descriptors are asked of the reader it made: a Twisted private,
-    C{_SystemdParser._sddaemon}, touched here only, and
-    C{test_systemdDatagramSocket} fails if it goes away.  Without it, the
-    environment is read afresh.
+    descriptors are asked of the reader it made (L{demux._twisted}).
     """
-    from twisted.internet import endpoints
-    from twisted.python.systemd import ListenFDs
+    from ._twisted import systemdDaemon
 
-    parser = getattr(endpoints, "_SystemdParser", None)
-    reader = getattr(parser, "_sddaemon", None)
-    if reader is None:
-        reader = ListenFDs.fromEnvironment()
-    return list(reader.inheritedDescriptors())
+    return list(systemdDaemon().inheritedDescriptors())

@@ -107,7 +107,7 @@ class WorkerPool(Service):
             argv = [
                 sys.executable,
                 "-m",
-                "demux._worker",
+                "demux._workermain",
                 "--number",
                 str(number),
                 "--fds",

@@ -38,29 +38,9 @@ from twisted.logger import (
 )
 from twisted.python.failure import Failure
 
-#: The fields demux's own events carry, besides the common ones: what each
-#: means, for the documentation and for whoever writes the log system's
-#: parser.  An event has only those that apply to it.
-DEMUX_FIELDS: Mapping[str, str] = {
-    "peer": "the client's address, host:port ([host]:port for IPv6); behind "
-    "a haproxy: listener, the address its PROXY header gave",
-    "route": "the route's name; null for a connection refused before one "
-    "was chosen",
-    "reason": "why this route (what the matcher saw), or why none",
-    "peeked": "bytes read before deciding",
-    "decideMs": "milliseconds from accepting the connection to deciding",
-    "target": "where the route sends connections (a client endpoint string)",
-    "bytesUp": "bytes from the client, when a relayed connection ends",
-    "bytesDown": "bytes to the client, when a relayed connection ends",
-    "duration": "seconds the relayed connection lasted",
-    "backend": "the backend that failed",
-    "why": "why the backend failed",
-    "backendError": "the last backend failure of a connection that ends, or "
-    "null",
-    "idle": "the idle timeout that closed a connection, in seconds",
-    "limit": "the limit a refused connection was over",
-    "total": "how many connections were refused for that limit so far",
-}
+from ._log import DEMUX_FIELDS
+
+__all__ = ["DEMUX_FIELDS", "eventAsJSON", "jsonLinesObserver", "observer"]
 
 # Keys that Twisted's legacy log adds to every event, beside the C{log_}
 # ones: not the event's own fields.

@@ -13,7 +13,6 @@ from collections.abc import Callable
 from importlib.resources import files
 from typing import Any
 
-from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
@@ -26,6 +25,7 @@ from ._health import HealthService, IHealthObserver
 from ._lint import lint
 from ._plugins import matcherFactories
 from ._protocol import DemuxFactory
+from ._twisted import SynchronousEndpointService, forgetExitSignal
 from ._udp import parseDatagramListen
 
 log = Logger(namespace="demux")
@@ -334,8 +334,7 @@ class DemuxService(Service):
         ends with status 0 once open connections are drained, as HAProxy's
         and sslh's do; twistd would otherwise end by raising the signal again.
         """
-        if getattr(self.reactor, "_exitSignal", None) == signal.SIGTERM:
-            self.reactor._exitSignal = None
+        forgetExitSignal(self.reactor, signal.SIGTERM)
 
     def _onSignal(self, signum: int, frame: object) -> None:
         self.reactor.callFromThread(self.reload)
@@ -411,7 +410,7 @@ def makeService(options: Options) -> IService:
     demuxService = DemuxService(factory, config, options.reloader, reactor)
     demuxService.setServiceParent(service)
     if observer is not None and config.metrics is not None:
-        from ._metrics import metricsSite
+        from ._status import metricsSite
 
         # The counts and the port stay as they are across reloads; the
         # status view shows the routes of the configuration now in use.
@@ -485,13 +484,11 @@ def _withoutWorkers(arguments: list[str]) -> list[str]:
     return kept
 
 
-class _ListeningService(StreamServerEndpointService):
+class _ListeningService(SynchronousEndpointService):
     """
     Listens on one endpoint; a port that cannot be had (in use, not
     permitted) stops start-up with one line instead of a traceback.
     """
-
-    _raiseSynchronously = True
 
     def __init__(self, description: str, endpoint: Any, factory: Any) -> None:
         super().__init__(endpoint, factory)
@@ -508,4 +505,4 @@ class _ListeningService(StreamServerEndpointService):
             self.port = port
             return port
 
-        self._waitingForPort.addCallback(keep)
+        self.whenListening().addCallback(keep)

@@ -9,6 +9,12 @@ string at once.  L{clientHello} makes the first flight of a
 real TLS client, to test a TLS matcher against.  L{reservePort} gives an
 integration test a port to hand to a program that must be told its port on
 its command line.
+
+Fakes for testing what surrounds a matcher the way demux's own tests do, in
+memory: L{ScriptedMatcher} (and L{startsWith}) decides as told;
+L{FakeEndpoint} records the connection attempts of a target, for the test to
+complete or fail (L{FakeAttempt}); L{HalfCloseTransport} is a
+C{StringTransport} that records a half-close.
 """
 
 from __future__ import annotations
@@ -18,10 +24,21 @@ import os
 import socket
 import ssl
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from ._interfaces import NEED_MORE, IMatcher, Verdict
+from attrs import define, field, frozen
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+)
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, Verdict
 from ._peek import DatagramPeek, Peek
 
 
@@ -197,3 +214,119 @@ def reservePort(host: str = "127.0.0.1", candidates: Iterable[int] | None = None
         _reserved[port] = fd
         return port
     raise RuntimeError(f"no port left to reserve on {host}")
+
+
+@implementer(IMatcher)
+@frozen
+class ScriptedMatcher:
+    """
+    A matcher that says C{NEED_MORE} until it has seen C{needs} bytes, then
+    C{verdict} (or the verdict C{judge} gives the bytes): to test routing,
+    targets and timing without a real protocol's matcher.
+    """
+
+    needs: int
+    verdict: Verdict = MATCH
+    judge: Callable[[bytes], Verdict] | None = None
+    label: str = "scripted"
+
+    def match(self, peek: Peek) -> Verdict:
+        if len(peek) < self.needs:
+            return NEED_MORE
+        if self.judge is not None:
+            return self.judge(peek.data)
+        return self.verdict
+
+    def describe(self, peek: Peek) -> str:
+        return self.label
+
+
+def startsWith(prefix: bytes) -> ScriptedMatcher:
+    """
+    A matcher for bytes that start with C{prefix}.
+    """
+
+    def judge(data: bytes) -> Verdict:
+        return MATCH if data.startswith(prefix) else NO_MATCH
+
+    return ScriptedMatcher(len(prefix), judge=judge, label=f"prefix={prefix!r}")
+
+
+@define
+class FakeAttempt:
+    """
+    One connection attempt to a L{FakeEndpoint}, which the test completes
+    (L{succeed}) or fails (L{fail}) by hand.
+    """
+
+    factory: IProtocolFactory
+    deferred: Deferred[IProtocol]
+    transport: StringTransport | None = None
+    protocol: IProtocol | None = None
+
+    def succeed(self) -> IProtocol:
+        """
+        Complete the attempt with a L{StringTransport}-backed connection.
+        """
+        # No address: a fake connection has none.
+        protocol = self.factory.buildProtocol(None)  # type: ignore[arg-type]
+        assert protocol is not None
+        self.transport = HalfCloseTransport()
+        self.protocol = protocol
+        protocol.makeConnection(self.transport)
+        self.deferred.callback(protocol)
+        return protocol
+
+    def fail(self, reason: Exception) -> None:
+        """
+        Fail the attempt with C{reason}.
+        """
+        self.deferred.errback(Failure(reason))
+
+
+@implementer(IStreamClientEndpoint)
+@define
+class FakeEndpoint:
+    """
+    A client endpoint that records connection attempts for the test to
+    complete or fail, to test a target (a backend's dialling, failover,
+    timeouts) without a network: give it to a L{demux.BackendTarget}.
+    """
+
+    attempts: list[FakeAttempt] = field(factory=list)
+    cancelled: int = 0
+
+    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[IProtocol]:
+        def cancel(d: Deferred[IProtocol]) -> None:
+            self.cancelled += 1
+
+        d: Deferred[IProtocol] = Deferred(cancel)
+        self.attempts.append(FakeAttempt(protocolFactory, d))
+        return d
+
+
+class HalfCloseTransport(StringTransport):
+    """
+    A L{StringTransport} that also records C{loseWriteConnection}, as TCP
+    transports offer it.
+    """
+
+    writeClosed = False
+
+    def loseWriteConnection(self) -> None:
+        self.writeClosed = True
+
+
+__all__ = [
+    "FakeAttempt",
+    "FakeEndpoint",
+    "HalfCloseTransport",
+    "ScriptedMatcher",
+    "assertConsistent",
+    "clientHello",
+    "datagramVerdictOf",
+    "reservePort",
+    "splits",
+    "startsWith",
+    "verdictOf",
+]

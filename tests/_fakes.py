@@ -9,109 +9,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from attrs import define, field, frozen
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolFactory, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.testing import StringTransport
-from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from demux import MATCH, NEED_MORE, NO_MATCH, IMatcher, Peek, Verdict
+from demux.testing import FakeAttempt
+from demux.testing import FakeEndpoint as FakeEndpoint
+from demux.testing import HalfCloseTransport as HalfCloseTransport
+from demux.testing import ScriptedMatcher as ScriptedMatcher
+from demux.testing import startsWith as startsWith
 
-
-@implementer(IMatcher)
-@frozen
-class ScriptedMatcher:
-    """
-    Says C{NEED_MORE} until it has seen C{needs} bytes, then C{verdict} (or
-    the verdict C{judge} gives the bytes).
-    """
-
-    needs: int
-    verdict: Verdict = MATCH
-    judge: Callable[[bytes], Verdict] | None = None
-    label: str = "scripted"
-
-    def match(self, peek: Peek) -> Verdict:
-        if len(peek) < self.needs:
-            return NEED_MORE
-        if self.judge is not None:
-            return self.judge(peek.data)
-        return self.verdict
-
-    def describe(self, peek: Peek) -> str:
-        return self.label
-
-
-def startsWith(prefix: bytes) -> ScriptedMatcher:
-    """
-    A matcher for bytes that start with C{prefix}.
-    """
-
-    def judge(data: bytes) -> Verdict:
-        return MATCH if data.startswith(prefix) else NO_MATCH
-
-    return ScriptedMatcher(len(prefix), judge=judge, label=f"prefix={prefix!r}")
-
-
-@define
-class Attempt:
-    """
-    One connection attempt to a L{FakeEndpoint}.
-    """
-
-    factory: IProtocolFactory
-    deferred: Deferred[Protocol]
-    transport: StringTransport | None = None
-    protocol: Protocol | None = None
-
-    def succeed(self) -> Protocol:
-        """
-        Complete the attempt with a L{StringTransport}-backed connection.
-        """
-        protocol = self.factory.buildProtocol(None)
-        assert protocol is not None
-        self.transport = HalfCloseTransport()
-        self.protocol = protocol
-        protocol.makeConnection(self.transport)
-        self.deferred.callback(protocol)
-        return protocol
-
-    def fail(self, reason: Exception) -> None:
-        self.deferred.errback(Failure(reason))
-
-
-@implementer(IStreamClientEndpoint)
-@define
-class FakeEndpoint:
-    """
-    A client endpoint that records connection attempts for the test to
-    complete or fail.
-    """
-
-    attempts: list[Attempt] = field(factory=list)
-    cancelled: int = 0
-
-    def connect(self, protocolFactory: IProtocolFactory) -> Deferred[Protocol]:
-        def cancel(d: Deferred[Protocol]) -> None:
-            self.cancelled += 1
-
-        d: Deferred[Protocol] = Deferred(cancel)
-        self.attempts.append(Attempt(protocolFactory, d))
-        return d
-
-
-class HalfCloseTransport(StringTransport):
-    """
-    A L{StringTransport} that also records C{loseWriteConnection}, as TCP
-    transports offer it.
-    """
-
-    writeClosed = False
-
-    def loseWriteConnection(self) -> None:
-        self.writeClosed = True
+# The fakes third parties would want too live in demux.testing; the
+# names are kept here for the tests that import them from here.
+Attempt = FakeAttempt
 
 
 def iterateUntil(reactor: Any, done: Callable[[], bool], seconds: float = 5) -> None:

@@ -48,3 +48,29 @@ class ExportsTests(SynchronousTestCase):
             if n.endswith("Factory")
         }
         self.assertEqual(factories, set(demux.matcherFactories()))
+
+    def test_testing(self) -> None:
+        """
+        demux.testing's public names, the fakes third parties test their
+        matchers and targets with included; the fakes provide what they
+        stand in for.
+        """
+        from twisted.internet.interfaces import IStreamClientEndpoint
+        from zope.interface.verify import verifyObject
+
+        import demux.testing
+
+        self.assertEqual(
+            sorted(demux.testing.__all__),
+            [
+                "FakeAttempt", "FakeEndpoint", "HalfCloseTransport",
+                "ScriptedMatcher", "assertConsistent", "clientHello",
+                "datagramVerdictOf", "reservePort", "splits", "startsWith", "verdictOf",
+            ],
+        )
+        for name in demux.testing.__all__:
+            self.assertTrue(hasattr(demux.testing, name), name)
+        self.assertTrue(verifyObject(demux.IMatcher, demux.testing.ScriptedMatcher(1)))
+        self.assertTrue(
+            verifyObject(IStreamClientEndpoint, demux.testing.FakeEndpoint())
+        )

@@ -53,8 +53,9 @@ from demux._health import (
     relayPong,
     sshBanner,
 )
-from demux._metrics import PrometheusObserver, StatusPage
-from demux._relay import Backend
+from demux._metrics import PrometheusObserver
+from demux._status import StatusPage
+from demux._targets import Backend
 from demux.testing import clientHello
 
 from ._fakes import FakeEndpoint, startsWith
@@ -489,6 +490,32 @@ class BalancingTests(SynchronousTestCase):
             "(tcp:a:1: connection refused; tcp:b:1: no answer within 0.5s)",
             line,
         )
+
+    def test_allDownIsOneRefusal(self) -> None:
+        """
+        With every backend down by check, the connection is one refusal,
+        counted as refused ("backends down") and not as routed, with no
+        routed line before the refusal.
+        """
+        log = LogCapture(self)
+        target = _target(self.check, "tcp:a:1")
+        [a] = target.backends
+        target.setChecked(a, False, "connection refused")
+        table = RouteTable([Route("ssh", startsWith(b"SSH-"), target)])
+        observer = PrometheusObserver()
+        protocol = DemuxFactory(table, MemoryReactorClock(), observer).buildProtocol(
+            None
+        )
+        assert protocol is not None
+        client = StringTransport()
+        protocol.makeConnection(client)
+        protocol.dataReceived(b"SSH-2.0-x\r\n")
+        protocol.connectionLost(None)  # type: ignore[arg-type]
+        self.assertTrue(client.disconnecting)
+        self.assertEqual(observer.refusedCounts(), {"backends down": 1})
+        self.assertEqual(observer.routeCounts(), {})
+        self.assertEqual(log.lines(" -> "), [])
+        self.assertEqual(len(log.lines("route=ssh refused: every backend is down")), 1)
 
     def test_withoutChecksAllAreTried(self) -> None:
         """

@@ -33,7 +33,8 @@ from typing import Any
 
 import pytest
 
-from demux.soak import (
+from demux.testing import clientHello, reservePort
+from soak.run import (
     TagEcho,
     cpuSeconds,
     openFdKinds,
@@ -41,7 +42,6 @@ from demux.soak import (
     raiseFileLimit,
     rssBytes,
 )
-from demux.testing import clientHello, reservePort
 
 from ._process import DemuxProcess, freePort, runDemux
 from ._servers import TagServer, recvAll
@@ -291,7 +291,7 @@ backend = "tcp:127.0.0.1:{honest.port}"
 
             attacker = subprocess.Popen(
                 [
-                    sys.executable, "-m", "demux.soak", "--mode", "slowloris",
+                    sys.executable, "-m", "soak", "--mode", "slowloris",
                     "--target", f"127.0.0.1:{demux.port}", "--slow", str(SLOW),
                     "--silent", str(SILENT), "--timeout", "30", "--json",
                 ],

@@ -22,9 +22,10 @@ from zope.interface.verify import verifyObject
 
 from demux import BackendTarget, ConfigError, DemuxFactory, Route, RouteTable
 from demux._config import configFromDict
-from demux._metrics import PrometheusObserver, StatusPage, metricsSite
+from demux._metrics import PrometheusObserver
 from demux._observer import IConnectionObserver
 from demux._routes import SourceFilter
+from demux._status import StatusPage, metricsSite
 from demux.jsonlog import eventAsJSON, jsonLinesObserver
 
 from ._fakes import FakeEndpoint, startsWith

@@ -291,6 +291,61 @@ class ProtocolTests(SynchronousTestCase):
         self.assertIsNone(event["route"])
 
 
+class StateTests(SynchronousTestCase):
+    """
+    The protocol's explicit state, and the PROXY header path.
+    """
+
+    def test_headerAloneDecidesOnce(self) -> None:
+        """
+        A PROXY header with nothing after it has the routes asked once about
+        the (empty) peek, not twice.
+        """
+        from twisted.internet.address import IPv4Address
+
+        from demux._protocol import State
+
+        seen: list[int] = []
+
+        def judge(data: bytes) -> object:
+            seen.append(len(data))
+            return NO_MATCH if data else MATCH
+
+        factory = RecordingFactory()
+        table = RouteTable([route("any", ScriptedMatcher(0, judge=judge), factory)])  # type: ignore[arg-type]
+        demux = DemuxFactory(table, MemoryReactorClock())
+        protocol = demux.proxied().buildProtocol(IPv4Address("TCP", "10.0.0.9", 1))
+        assert protocol is not None
+        self.assertIs(protocol.state, State.HEADER)
+        protocol.makeConnection(HalfCloseTransport())
+        self.assertEqual(seen, [])
+        protocol.dataReceived(b"PROXY TCP4 192.0.2.1 192.0.2.2 1234 443\r\n")
+        self.assertEqual(seen, [0])
+        self.assertIs(protocol.state, State.HANDED_OFF)
+        self.assertEqual(demux.undecided, 0)
+
+    def test_refusedState(self) -> None:
+        """
+        A refused connection is in the refused state and reads nothing more.
+        """
+        from demux._protocol import State
+
+        table = RouteTable(
+            [route("no", ScriptedMatcher(1, NO_MATCH), RecordingFactory())]
+        )
+        demux = DemuxFactory(table, MemoryReactorClock())
+        protocol = demux.buildProtocol(None)
+        assert protocol is not None
+        protocol.makeConnection(HalfCloseTransport())
+        self.assertIs(protocol.state, State.PEEKING)
+        protocol.dataReceived(b"x")
+        self.assertIs(protocol.state, State.REFUSED)
+        self.assertTrue(protocol.decided)
+        protocol.dataReceived(b"more")
+        self.assertEqual(len(protocol.peek), 1)
+        self.assertEqual(demux.undecided, 0)
+
+
 class BrokenMatcherTests(SynchronousTestCase):
     """
     A matcher that raises (a plugin's bug) counts as no match and is logged;

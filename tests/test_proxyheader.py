@@ -169,7 +169,7 @@ class ListenerTests(SynchronousTestCase):
 
 class BalanceTests(SynchronousTestCase):
     def test_roundRobinAndHealth(self) -> None:
-        from demux._relay import Backend
+        from demux._targets import Backend
 
         a, b = FakeEndpoint(), FakeEndpoint()
         target = BackendTarget(a, "a", alternatives=(Backend(b, "b"),), balance="roundrobin", retryAfter=10)
@@ -187,7 +187,7 @@ class BalanceTests(SynchronousTestCase):
         """
         from twisted.internet.error import ConnectionRefusedError
 
-        from demux._relay import Backend
+        from demux._targets import Backend
 
         clock = MemoryReactorClock()
         a, b = FakeEndpoint(), FakeEndpoint()

@@ -128,3 +128,44 @@ class RelayTests(SynchronousTestCase):
         backend = self.decideAndConnect()
         self.protocol.connectionLost(None)  # type: ignore[arg-type]
         self.assertTrue(backend.disconnecting)
+
+
+class OneLineTests(SynchronousTestCase):
+    """
+    With C{logDecisions} off, a relayed connection is logged once, when it
+    ends, and that line carries its decision too.
+    """
+
+    def test_oneLine(self) -> None:
+        from twisted.logger import LogEvent, formatEvent, globalLogPublisher
+
+        events: list[LogEvent] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        clock = MemoryReactorClock()
+        endpoint = FakeEndpoint()
+        target = BackendTarget(endpoint, "tcp:ssh")
+        table = RouteTable([Route("ssh", startsWith(b"SSH-"), target)], logDecisions=False)
+        protocol = DemuxFactory(table, clock).buildProtocol(None)
+        assert protocol is not None
+        client = HalfCloseTransport()
+        protocol.makeConnection(client)
+        protocol.dataReceived(b"SSH-2.0-x\r\n")
+        [attempt] = endpoint.attempts
+        attempt.succeed()
+        attempt.protocol.dataReceived(b"hello")  # type: ignore[union-attr]
+        self.assertEqual([e for e in events if e.get("route") == "ssh"], [])
+        clock.advance(2)
+        protocol.connectionLost(None)  # type: ignore[arg-type]
+        attempt.protocol.connectionLost(None)  # type: ignore[union-attr]
+        [line] = [e for e in events if e.get("route") == "ssh"]
+        text = formatEvent(line)
+        self.assertTrue(
+            text.startswith("192.168.1.1:54321 route=ssh (prefix=b'SSH-') -> tcp:ssh, 11 bytes peeked"),
+            text,
+        )
+        self.assertIn("; closed: 11 bytes up, 5 bytes down, 2.000s", text)
+        self.assertEqual(
+            (line["reason"], line["target"], line["peeked"], line["bytesDown"]),
+            ("prefix=b'SSH-'", "tcp:ssh", 11, 5),
+        )

@@ -11,7 +11,7 @@ And memory: relaying 256 MiB to a client that reads at 32 MiB/s keeps
 demux's RSS bounded, because flow control pauses the backend.  The issue's
 longer version (1 GiB at 1 MiB/s, 17 minutes) is a command of its own::
 
-    python -m demux.soak --mode slow-reader --bytes 1GiB --rate 1MiB
+    python -m soak --mode slow-reader --bytes 1GiB --rate 1MiB
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from demux.soak import patternServer, rssBytes, slowReader
+from soak.run import patternServer, rssBytes, slowReader
 
 from ._process import DemuxProcess, runDemux
 from ._servers import ThreadedServer

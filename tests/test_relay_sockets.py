@@ -17,7 +17,7 @@ from zope.interface import implementer
 
 from demux import BackendTarget, DemuxFactory, Route, RouteTable
 from demux._protocol import DemuxProtocol
-from demux._relay import _BackendEnd, _ClientEnd
+from demux._relay import RelaySession, _RelayEnd
 
 from ._fakes import iterateUntil, startsWith
 
@@ -102,7 +102,7 @@ class RealSocketRelayTests(SynchronousTestCase):
         left = [
             type(o).__name__
             for o in gc.garbage
-            if isinstance(o, DemuxProtocol | _ClientEnd | _BackendEnd)
+            if isinstance(o, DemuxProtocol | RelaySession | _RelayEnd)
         ]
         self.assertEqual(left, [])
         self.assertEqual(self.factory.undecided, 0)

@@ -1,11 +1,11 @@
 """
-The soak command (C{python -m demux.soak}) works: a few seconds of it,
+The soak command (C{python -m soak}) works: a few seconds of it,
 self-contained, report no error and no misroute, and the configuration it
 prints for running against your own demux is one demux accepts.
 
 The real soak is longer and run by hand::
 
-    python -m demux.soak --self-contained --duration 600
+    python -m soak --self-contained --duration 600
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def test_shortSoak() -> None:
     """
     result = subprocess.run(
         [
-            sys.executable, "-m", "demux.soak", "--self-contained",
+            sys.executable, "-m", "soak", "--self-contained",
             "--duration", "5", "--concurrency", "16", "--sample-interval", "1",
             "--seed", "4", "--json",
         ],
@@ -63,7 +63,7 @@ def test_printedConfigurationIsValid(tmp_path: Path) -> None:
     """
     printed = subprocess.run(
         [
-            sys.executable, "-m", "demux.soak", "--print-config",
+            sys.executable, "-m", "soak", "--print-config",
             "--backend-base", "19100", "--listen", "tcp:8443:interface=127.0.0.1",
         ],
         cwd=ROOT,

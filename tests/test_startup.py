@@ -17,12 +17,12 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from demux._startup import (
     PassedSockets,
-    _twistedInternals,
     passedSockets,
     pidfileError,
     systemdErrors,
     userError,
 )
+from demux._twisted import parseServer, systemdDaemon, systemdParserType
 
 from ._process import twistdCommand
 from ._servers import TagServer
@@ -47,18 +47,17 @@ def passed(env: dict[str, str], count: int = 0, pid: int = 42) -> PassedSockets:
 
 class TwistedInternalsTests(SynchronousTestCase):
     """
-    The private names of Twisted that L{demux._startup} reads are there.  If
+    The private names of Twisted that L{demux._startup} reads (through
+    L{demux._twisted}) are there.  If
     this fails, Twisted changed them: the checks must be written anew.
     """
 
     def test_names(self) -> None:
-        parseServer, systemdParser = _twistedInternals()
-        self.assertTrue(callable(parseServer))
-        daemon = systemdParser._sddaemon
+        daemon = systemdDaemon()
         self.assertIsInstance(daemon.inheritedDescriptors(), list)
         self.assertIsInstance(daemon.inheritedNamedDescriptors(), dict)
-        parser, args, kwargs = parseServer(INDEX0, None)
-        self.assertIsInstance(parser, systemdParser)
+        parser, args, kwargs = parseServer(INDEX0)
+        self.assertIsInstance(parser, systemdParserType())
         self.assertEqual((args, kwargs), ([], {"domain": "INET", "index": "0"}))
 
     def test_passedSockets(self) -> None:

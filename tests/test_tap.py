@@ -88,3 +88,11 @@ class LogConnectionsTests(SynchronousTestCase):
         self.assertFalse(quiet.table.logConnections)  # type: ignore[attr-defined]
         e = self.assertRaises(ConfigError, config, reactor, "x", log_connections="no")
         self.assertIn("log_connections", str(e))
+
+    def test_decisionsKey(self) -> None:
+        reactor = MemoryReactorClock()
+        self.assertTrue(config(reactor, "x").table.logDecisions)  # type: ignore[attr-defined]
+        oneLine = config(reactor, "x", log_decisions=False)
+        self.assertFalse(oneLine.table.logDecisions)  # type: ignore[attr-defined]
+        e = self.assertRaises(ConfigError, config, reactor, "x", log_decisions="no")
+        self.assertIn("log_decisions", str(e))

@@ -40,8 +40,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from demux._config import configFromDict
 from demux._errors import ConfigError
 from demux._plugins import matcherFactories
-from demux._relay import BackendTarget
 from demux._routes import ConnectionInfo
+from demux._targets import BackendTarget
 from demux._transparent import (
     DEFAULT_MARK,
     DEFAULT_TABLE,

@@ -1,5 +1,6 @@
 """
-A worker process of C{twistd demux --workers N}: loads the same
+The main of a worker process of C{twistd demux --workers N}, run as
+C{python -m demux._workermain} by L{demux._workers.WorkerPool}: loads the same
 configuration as the first process, adopts the listening sockets it
 inherited, and serves them until it is told to stop or its parent is gone.
 """
@@ -34,7 +35,7 @@ def _dieWithParent() -> None:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m demux._worker")
+    parser = argparse.ArgumentParser(prog="python -m demux._workermain")
     parser.add_argument("--number", type=int, required=True)
     parser.add_argument("--fds", required=True)
     parser.add_argument("options", nargs=argparse.REMAINDER)

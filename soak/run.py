@@ -1,5 +1,6 @@
 """
-Soak and abuse tools for a running demux: C{python -m demux.soak}.
+Soak and abuse tools for a running demux: C{python -m soak}, from the
+project root (it is not part of the installed package).
 
 Three modes, each bounded in time and count, each meant for loopback:
 
@@ -13,14 +14,14 @@ kind, errors, misroutes, bytes checked, and (given C{--pid}) demux's RSS and
 open descriptors over time.  The exit status is 0 only with no errors and no
 misroutes.  Either it starts everything itself::
 
-    python -m demux.soak --self-contained --duration 600
+    python -m soak --self-contained --duration 600
 
 or it runs against a demux you started with the configuration it prints::
 
-    python -m demux.soak --print-config --backend-base 19100 \\
+    python -m soak --print-config --backend-base 19100 \\
         --listen tcp:8443:interface=127.0.0.1 > soak.toml
     twistd -n demux --config soak.toml &
-    python -m demux.soak --target 127.0.0.1:8443 --backend-base 19100 \\
+    python -m soak --target 127.0.0.1:8443 --backend-base 19100 \\
         --pid $! --duration 600
 
 C{--route-option KEY=VALUE} adds a setting to every route of the
@@ -37,7 +38,7 @@ C{--mode slow-reader} (self-contained) relays C{--bytes} from a backend to a
 client that reads at C{--rate} bytes a second and samples demux's RSS: flow
 control must keep it bounded.  The issue's long version::
 
-    python -m demux.soak --mode slow-reader --bytes 1GiB --rate 1MiB
+    python -m soak --mode slow-reader --bytes 1GiB --rate 1MiB
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def soakConfig(
     backend = {name: f"tcp:127.0.0.1:{port}" for name, port in ports.items()}
     extra = "".join(f"{line}\n" for line in routeOptions)
     text = f"""\
-# Written by python -m demux.soak.
+# Written by python -m soak.
 listen = ["{listen}"]
 inspect_delay = {inspectDelay:g}
 
@@ -1185,7 +1186,7 @@ backend = "tcp:127.0.0.1:{backend.getsockname()[1]}"
 
 def _arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m demux.soak",
+        prog="python -m soak",
         description=(
             "Mixed traffic, slowloris clients or a slow reader against a demux "
             "on loopback, with a report of errors, misroutes and demux's memory."
@@ -1309,7 +1310,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(json.dumps(report.asDict()) if args.json else report.text(), flush=True)
     bad = report.errors or report.misroutes or report.logProblems
     return 1 if bad else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

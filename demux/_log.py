@@ -1,0 +1,281 @@
+"""
+Every line demux logs about a connection, and the fields each carries: one
+vocabulary, written here and nowhere else, with L{DEMUX_FIELDS} (what the
+JSON log, L{demux.jsonlog}, documents) beside it.
+
+The lines of an ordinary connection are written pre-formatted (C{"{text}"}
+with the text built by an f-string): Twisted's format-string parsing costs
+more than the rest of logging a line, and these lines are on the path of
+every connection.  The fields go with the event all the same, for the JSON
+log.
+
+A routed connection is logged twice by default: when it is decided (which
+route, why, where to) and when it ends (bytes and duration).  With
+C{log_decisions = false} the decision goes into the closing line instead, one
+line per connection in the shape of HAProxy's C{tcplog}; refusals, backend
+failures and idle closes are logged at once either way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from attrs import frozen
+from twisted.logger import Logger
+
+log = Logger(namespace="demux")
+
+#: The fields demux's own events carry, besides the common ones: what each
+#: means, for the documentation and for whoever writes the log system's
+#: parser.  An event has only those that apply to it.
+DEMUX_FIELDS: Mapping[str, str] = {
+    "peer": "the client's address, host:port ([host]:port for IPv6); behind "
+    "a haproxy: listener, the address its PROXY header gave",
+    "route": "the route's name; null for a connection refused before one "
+    "was chosen",
+    "reason": "why this route (what the matcher saw), or why none",
+    "peeked": "bytes read before deciding",
+    "decideMs": "milliseconds from accepting the connection to deciding",
+    "target": "where the route sends connections (a client endpoint string)",
+    "bytesUp": "bytes from the client, when a relayed connection ends",
+    "bytesDown": "bytes to the client, when a relayed connection ends",
+    "duration": "seconds the relayed connection lasted",
+    "backend": "the backend that failed",
+    "why": "why the backend failed",
+    "backendError": "the last backend failure of a connection that ends, or "
+    "null",
+    "idle": "the idle timeout that closed a connection, in seconds",
+    "limit": "the limit a refused connection was over",
+    "total": "how many connections were refused for that limit so far",
+}
+
+
+@frozen
+class Decided:
+    """
+    How a connection was routed, kept for its closing line when the
+    decision is not logged on its own (C{log_decisions = false}).
+    """
+
+    reason: str
+    target: str
+    peeked: int
+    decideMs: float
+
+    def text(self, peer: str, route: str) -> str:
+        """
+        The decision as its own line says it.
+        """
+        return (
+            f"{peer} route={route} ({self.reason}) -> {self.target}, "
+            f"{self.peeked} bytes peeked, decided in {self.decideMs:.2f} ms"
+        )
+
+
+def routed(peer: str, route: str, decided: Decided) -> None:
+    """
+    A connection took C{route}.
+    """
+    log.info(
+        "{text}",
+        text=decided.text(peer, route),
+        peer=peer,
+        route=route,
+        reason=decided.reason,
+        target=decided.target,
+        peeked=decided.peeked,
+        decideMs=decided.decideMs,
+    )
+
+
+def refused(peer: str, reason: str, peeked: int, decideMs: float) -> None:
+    """
+    A connection was closed without a route.
+    """
+    log.info(
+        "{peer} refused: {reason} ({peeked} bytes peeked, {decideMs:.2f} ms)",
+        peer=peer,
+        reason=reason,
+        peeked=peeked,
+        decideMs=decideMs,
+        route=None,
+    )
+
+
+def routeRefused(
+    peer: str, route: str, why: str, reason: str, peeked: int, decideMs: float
+) -> None:
+    """
+    A connection won C{route}, whose target refused it (every backend down).
+    """
+    log.warn(
+        "{peer} route={route} refused: {why} ({peeked} bytes peeked, "
+        "{decideMs:.2f} ms)",
+        peer=peer,
+        route=route,
+        why=why,
+        reason=reason,
+        peeked=peeked,
+        decideMs=decideMs,
+    )
+
+
+def overLimit(peer: str, limit: str, total: int) -> None:
+    """
+    A connection was refused for a limit (at most one line a second).
+    """
+    log.warn(
+        "{peer} refused: over {limit} ({total} refused for it so far)",
+        peer=peer,
+        limit=limit,
+        total=total,
+        route=None,
+    )
+
+
+def closedUndecided(peer: str, peeked: int, decideMs: float) -> None:
+    """
+    The client went before a route was decided.
+    """
+    log.info(
+        "{peer} closed before a route was decided ({peeked} bytes "
+        "peeked, {decideMs:.2f} ms)",
+        peer=peer,
+        peeked=peeked,
+        decideMs=decideMs,
+        route=None,
+    )
+
+
+def matcherFailed(peer: str, route: str, peeked: int, error: Exception) -> None:
+    """
+    A route's matcher raised; it counted as no match.
+    """
+    log.debug(
+        "{peer} route={route}: its matcher failed on {peeked} bytes "
+        "({error!r}); counted as no match",
+        peer=peer,
+        route=route,
+        peeked=peeked,
+        error=error,
+    )
+
+
+def allBackendsDown(peer: str, route: str, why: str) -> None:
+    """
+    A relay was asked for a route whose backends are all down by check.
+    """
+    log.warn("{peer} route={route} refused: {why}", peer=peer, route=route, why=why)
+
+
+def backendFailed(peer: str, route: str, backend: str, why: str) -> None:
+    """
+    Dialling C{backend} failed.
+    """
+    log.warn(
+        "{peer} route={route} backend {backend} failed: {why}",
+        peer=peer,
+        route=route,
+        backend=backend,
+        why=why,
+    )
+
+
+def backendLost(peer: str, route: str, backend: str, why: str) -> None:
+    """
+    The backend's connection ended with an error.
+    """
+    log.warn(
+        "{peer} route={route} backend {backend} connection lost: {why}",
+        peer=peer,
+        route=route,
+        backend=backend,
+        why=why,
+    )
+
+
+def idleClosed(peer: str, route: str, idle: float) -> None:
+    """
+    A relayed connection was closed for being idle.
+    """
+    log.info(
+        "{peer} route={route} idle for {idle:g}s, closing",
+        peer=peer,
+        route=route,
+        idle=idle,
+    )
+
+
+def closed(
+    peer: str,
+    route: str,
+    bytesUp: int,
+    bytesDown: int,
+    duration: float,
+    backendError: str | None,
+    spliced: bool,
+    decided: Decided | None,
+) -> None:
+    """
+    A relayed connection ended; with C{decided}, its decision too.
+    """
+    how = " (spliced)" if spliced else ""
+    summary = (
+        f"{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s{how}"
+    )
+    if decided is None:
+        log.info(
+            "{text}",
+            text=f"{peer} route={route} closed: {summary}",
+            peer=peer,
+            route=route,
+            bytesUp=bytesUp,
+            bytesDown=bytesDown,
+            duration=duration,
+            backendError=backendError,
+            spliced=spliced,
+        )
+        return
+    log.info(
+        "{text}",
+        text=f"{decided.text(peer, route)}; closed: {summary}",
+        peer=peer,
+        route=route,
+        reason=decided.reason,
+        target=decided.target,
+        peeked=decided.peeked,
+        decideMs=decided.decideMs,
+        bytesUp=bytesUp,
+        bytesDown=bytesDown,
+        duration=duration,
+        backendError=backendError,
+        spliced=spliced,
+    )
+
+
+def localClosed(
+    peer: str, route: str, bytesUp: int, duration: float, decided: Decided | None
+) -> None:
+    """
+    A connection served in-process ended (only the bytes that reached the
+    protocol are counted: what it wrote is its own business).
+    """
+    summary = f"{bytesUp} bytes up, {duration:.3f}s (in-process)"
+    first = f"{peer} route={route}" if decided is None else decided.text(peer, route) + ";"
+    extra: dict[str, object] = {}
+    if decided is not None:
+        extra = dict(
+            reason=decided.reason,
+            target=decided.target,
+            peeked=decided.peeked,
+            decideMs=decided.decideMs,
+        )
+    log.info(
+        "{text}",
+        text=f"{first} closed: {summary}",
+        peer=peer,
+        route=route,
+        bytesUp=bytesUp,
+        duration=duration,
+        **extra,
+    )
