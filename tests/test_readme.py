@@ -89,7 +89,16 @@ def quickStarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
     checkout = copyOfCheckout(tmp_path_factory.mktemp("readme") / "demux")
     # The demo's port is fixed by its configuration: reserve it as every
     # test's port is, so that no other test run can be handed it meanwhile.
-    assert reservePort(candidates=[DEMO_PORT]) == DEMO_PORT
+    # Another test run on this machine may hold it a while: wait for it.
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            assert reservePort(candidates=[DEMO_PORT]) == DEMO_PORT
+            break
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(1)
     environment = {
         **os.environ,
         "PATH": f"{DEBIAN_PYTHON.parent}:{os.environ.get('PATH', '')}",

@@ -74,7 +74,9 @@ def _captureInitiation(namespace: str, directory: Path) -> tuple[bytes, bytes]:
     try:
         assert receiver.stdout is not None
         port = int(receiver.stdout.readline())
-        interface = "wgdmx0"
+        # Its control socket (/var/run/wireguard/NAME.sock) is not private
+        # to the namespace: a name of this process's own.
+        interface = f"wgdmx{os.getpid() % 100000}"
         go = subprocess.Popen(
             [*inside, "wireguard-go", "-f", interface],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -84,7 +86,11 @@ def _captureInitiation(namespace: str, directory: Path) -> tuple[bytes, bytes]:
         while subprocess.run(
             [*inside, "wg", "show", interface], capture_output=True
         ).returncode:
-            assert go.poll() is None, go.stderr.read() if go.stderr else ""
+            if go.poll() is not None:
+                raise AssertionError(
+                    "wireguard-go exited: "
+                    + (go.stderr.read().decode(errors="replace") if go.stderr else "")
+                )
             assert time.monotonic() < deadline, "wireguard-go made no interface"
             time.sleep(0.1)
         _run(*inside, "wg", "set", interface, "private-key", str(key),
@@ -102,8 +108,14 @@ def _captureInitiation(namespace: str, directory: Path) -> tuple[bytes, bytes]:
     finally:
         for process in (receiver, go):
             if process is not None and process.poll() is None:
-                process.kill()
-                process.wait()
+                process.terminate()
+                try:
+                    process.wait(5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        if go is not None:
+            Path(f"/var/run/wireguard/{interface}.sock").unlink(missing_ok=True)
 
 
 def test_realInitiation(namespace: str, tmp_path: Path) -> None:
