@@ -216,6 +216,17 @@ def reservePort(host: str = "127.0.0.1", candidates: Iterable[int] | None = None
     raise RuntimeError(f"no port left to reserve on {host}")
 
 
+def releasePort(port: int) -> None:
+    """
+    Let other processes be handed C{port} again, once the program it was
+    reserved for has stopped: for a port that is not one of many, such as
+    a fixed one passed to L{reservePort} as its only candidate.
+    """
+    fd = _reserved.pop(port, None)
+    if fd is not None:
+        os.close(fd)
+
+
 @implementer(IMatcher)
 @frozen
 class ScriptedMatcher:
@@ -325,6 +336,7 @@ __all__ = [
     "assertConsistent",
     "clientHello",
     "datagramVerdictOf",
+    "releasePort",
     "reservePort",
     "splits",
     "startsWith",

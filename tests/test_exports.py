@@ -65,7 +65,7 @@ class ExportsTests(SynchronousTestCase):
             [
                 "FakeAttempt", "FakeEndpoint", "HalfCloseTransport",
                 "ScriptedMatcher", "assertConsistent", "clientHello",
-                "datagramVerdictOf", "reservePort", "splits", "startsWith", "verdictOf",
+                "datagramVerdictOf", "releasePort", "reservePort", "splits", "startsWith", "verdictOf",
             ],
         )
         for name in demux.testing.__all__:

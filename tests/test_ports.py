@@ -11,7 +11,7 @@ import sys
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from demux.testing import _ephemeralRange, reservePort
+from demux.testing import _ephemeralRange, releasePort, reservePort
 
 
 class ReservePortTests(SynchronousTestCase):
@@ -62,3 +62,12 @@ class ReservePortTests(SynchronousTestCase):
                 timeout=60, check=True,
             ).stdout.split()
         self.assertEqual(out, ["none", "left", "0"])
+
+    def test_release(self) -> None:
+        """
+        A released port can be reserved again, by this process or another.
+        """
+        port = reservePort()
+        self.assertRaises(RuntimeError, reservePort, candidates=[port])
+        releasePort(port)
+        self.assertEqual(reservePort(candidates=[port]), port)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from demux.testing import reservePort
+from demux.testing import releasePort, reservePort
 
 from ._process import waitForPort
 
@@ -128,6 +128,7 @@ def quickStarted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Pat
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+        releasePort(DEMO_PORT)
 
 
 def test_quickStartWithDebianPython(quickStarted: tuple[Path, str]) -> None:
