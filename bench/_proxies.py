@@ -211,7 +211,7 @@ def available(name: str) -> bool:
     """
     Whether proxy C{name} can run on this machine.
     """
-    if name in ("direct", "demux", "demux-w2"):
+    if name in ("direct", "demux", "demux-w2") or name.startswith("demux@"):
         return True
     if name.startswith("haproxy"):
         return which("haproxy") is not None
