@@ -122,8 +122,20 @@ class Running:
 
 
 def _demuxConfig(
-    port: int, backends: Backends, inspectDelay: float, certificate: Path
+    port: int, backends: Backends, inspectDelay: float, certificate: Path | None
 ) -> str:
+    """
+    demux's configuration; without C{certificate}, no C{https} route (for
+    a baseline revision older than ending TLS).
+    """
+    https = "" if certificate is None else f"""
+[[routes]]
+name = "https"
+match.tls = {{}}
+tls.certificate = "{certificate.with_suffix(".crt")}"
+tls.key = "{certificate.with_suffix(".key")}"
+backend = "http://127.0.0.1:{backends.http}"
+"""
     return f"""\
 listen = ["tcp:{port}:interface=127.0.0.1:backlog=1024"]
 inspect_delay = {inspectDelay}
@@ -142,14 +154,7 @@ backend = "tcp:127.0.0.1:{backends.sni}"
 name = "http"
 match.http = {{}}
 backend = "tcp:127.0.0.1:{backends.http}"
-
-[[routes]]
-name = "https"
-match.tls = {{}}
-tls.certificate = "{certificate.with_suffix(".crt")}"
-tls.key = "{certificate.with_suffix(".key")}"
-backend = "http://127.0.0.1:{backends.http}"
-"""
+{https}"""
 
 
 def _haproxyConfig(
@@ -265,7 +270,7 @@ def available(name: str) -> bool:
     """
     Whether proxy C{name} can run on this machine.
     """
-    if name in ("direct", "demux", "demux-w2"):
+    if name in ("direct", "demux", "demux-w2") or name.startswith("demux@"):
         return True
     if name.startswith("haproxy"):
         return which("haproxy") is not None
@@ -329,7 +334,12 @@ def startProxy(
     log = directory / f"{name}.log"
     if name.startswith("demux"):
         config = directory / "demux.toml"
-        config.write_text(_demuxConfig(port, backends, inspectDelay, certificate))
+        # A baseline revision (demux@REV) may predate ending TLS: its
+        # column has no https route, and the https workload skips it.
+        baseline = name.startswith("demux@")
+        config.write_text(
+            _demuxConfig(port, backends, inspectDelay, None if baseline else certificate)
+        )
         # demux-w2: the same, in two processes sharing the port (--workers).
         workers = ["--workers", "2"] if name == "demux-w2" else []
         cmd = twistdCommand(

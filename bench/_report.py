@@ -57,18 +57,24 @@ def _format(value: float | None) -> str:
     return f"{value:.2f}"
 
 
-def table(summary: dict[str, dict[str, float]], proxies: list[str]) -> str:
+def table(
+    summary: dict[str, dict[str, float]],
+    proxies: list[str],
+    baselines: Iterable[str] = (),
+) -> str:
     """
     A plain-text table of medians, then one of ratios: each proxy against
-    HAProxy, and demux against sslh-fork where both ran. A ratio above 1 is
-    always better for the proxy in the column (inverted for costs).
+    HAProxy, against sslh-fork where both ran, and against each baseline
+    revision of demux (a C{demux@REV} column) when there is one. A ratio
+    above 1 is always better for the proxy in the column (inverted for
+    costs).
     """
     rows = [["metric", "unit", *proxies]]
     for metric, (label, unit, _) in METRICS.items():
         if metric in summary:
             rows.append([label, unit, *(_format(summary[metric].get(p)) for p in proxies)])
     others = [p for p in proxies if p != "direct"]
-    references = [r for r in ("haproxy", "sslh-fork") if r in proxies]
+    references = [r for r in ("haproxy", "sslh-fork", *baselines) if r in proxies]
     ratioRows = [["metric (x better than ref)", "ref", *others]]
     for metric, (label, _, higherBetter) in METRICS.items():
         byProxy = summary.get(metric, {})

@@ -214,10 +214,16 @@ class Bench:
     """
 
     def __init__(
-        self, settings: Settings, proxies: list[str], work: Path, demuxRoot: Path
+        self,
+        settings: Settings,
+        proxies: list[str],
+        work: Path,
+        demuxRoot: Path,
+        baselines: dict[str, Path] | None = None,
     ) -> None:
         self.settings = settings
         self.demuxRoot = demuxRoot
+        self.baselines = baselines or {}
         self.proxies = proxies
         self.work = work
         self.records: list[dict] = []
@@ -258,10 +264,17 @@ class Bench:
         self.children.append(startHttpBackend(http, self.work))
         self.backends = Backends(magic, sni, http)
 
+    def rootFor(self, name: str) -> Path:
+        """
+        The project tree proxy C{name} runs from: a baseline column
+        (C{demux@REV}) its own snapshot, every other demux the measured one.
+        """
+        return self.baselines.get(name, self.demuxRoot)
+
     def startProxies(self) -> None:
         for name in self.proxies:
             self.running[name] = startProxy(
-                name, freePort(), self.backends, 5, self.work / name, self.demuxRoot,
+                name, freePort(), self.backends, 5, self.work / name, self.rootFor(name),
                 self.certificate,
             )
             log(f"  started {name} (pid {self.running[name].pid})")
@@ -359,7 +372,7 @@ class Bench:
         as HTTP with the client's address: what ending TLS costs a request
         beside relaying it (L{http}).
         """
-        if proxy.pid is None or proxy.name.startswith("sslh"):
+        if proxy.pid is None or proxy.name.startswith(("sslh", "demux@")):
             return
         cpu, since = self.cpuFunctions(proxy)
         before = cpu()
@@ -398,7 +411,7 @@ class Bench:
         for label, preamble in (("undecided", b""), ("relayed", MAGIC)):
             proxy = startProxy(
                 name, freePort(), self.backends, 120,
-                self.work / f"mem-{name}-{label}-{rep}", self.demuxRoot,
+                self.work / f"mem-{name}-{label}-{rep}", self.rootFor(name),
             )
             try:
                 self._memory(rep, name, proxy, label, preamble)
@@ -509,6 +522,14 @@ class Bench:
                     self.memory(rep, name)
 
 
+def baselineName(revision: str) -> str:
+    """
+    The column of demux at C{revision}: C{demux@} and the revision as given
+    (a short hash, a tag, a branch), so the table says what it compared.
+    """
+    return f"demux@{revision}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench", description="Benchmark demux against HAProxy and sslh."
@@ -527,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
         "--revision", default="HEAD",
         help="the demux commit to measure (default HEAD), exported to a"
         " temporary tree so edits during the run do not change it",
+    )
+    parser.add_argument(
+        "--baseline", action="append", default=[], metavar="REV",
+        help="also measure demux at commit REV, side by side in the same run,"
+        " as a column demux@REV with ratios against it (repeatable)",
     )
     parser.add_argument(
         "--worktree", action="store_true",
@@ -565,6 +591,19 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown proxies: {', '.join(sorted(unknown))}")
     proxies = [p for p in PROXIES if p in wanted and available(p)]
+    baselineNames = [baselineName(rev) for rev in args.baseline]
+    for rev in args.baseline:
+        known = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )
+        if known.returncode != 0:
+            parser.error(f"--baseline {rev}: no such commit in this repository")
+    if len(set(baselineNames)) != len(baselineNames):
+        parser.error("each --baseline must be a different revision")
+    # The baselines go right after demux, so the two read side by side.
+    at = proxies.index("demux") + 1 if "demux" in proxies else len(proxies)
+    proxies[at:at] = baselineNames
     for p in wanted:
         if p not in proxies:
             log(f"skipping {p}: not installed")
@@ -594,8 +633,13 @@ def main(argv: list[str] | None = None) -> int:
             ["git", "rev-parse", "--short", args.revision],
             cwd=ROOT, capture_output=True, text=True, check=True,
         ).stdout.strip()
-    log(f"measuring demux at {measured}")
-    bench = Bench(settings, proxies, work, demuxRoot)
+    baselines = {
+        name: snapshot(work / f"baseline-{index}", rev)
+        for index, (name, rev) in enumerate(zip(baselineNames, args.baseline, strict=True))
+    }
+    log(f"measuring demux at {measured}"
+        + "".join(f", and {name}" for name in baselines))
+    bench = Bench(settings, proxies, work, demuxRoot, baselines)
     try:
         bench.startBackends()
         bench.startProxies()
@@ -608,7 +652,7 @@ def main(argv: list[str] | None = None) -> int:
     foreignShare = foreign / (wall * (os.cpu_count() or 1))
 
     summary = medians(bench.records)
-    text = table(summary, proxies)
+    text = table(summary, proxies, baselineNames)
     log("\nmedians" + (f" of {settings.reps} repetitions" if settings.reps > 1 else ""))
     log(text)
     log(f"\nwall time {wall:.0f}s; CPU used by other processes on the machine"
@@ -633,6 +677,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "records": bench.records,
         "table": text,
+        "baselines": dict(zip(baselineNames, args.baseline, strict=True)),
         "rst": rstTable(summary, proxies),
     }
     jsonPath = RESULTS / f"{stamp}{'-quick' if args.quick else ''}.json"

@@ -14,10 +14,8 @@ import signal
 import socket
 import sys
 
-from twisted.internet import reactor as _reactor
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
-
-from .tap import DemuxService, Options
+from twisted.python.reflect import namedAny
 
 _FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
 
@@ -38,8 +36,15 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m demux._workermain")
     parser.add_argument("--number", type=int, required=True)
     parser.add_argument("--fds", required=True)
+    parser.add_argument("--reactor-module", default="demux._reactor")
     parser.add_argument("options", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    # The same reactor as the first process, installed before anything
+    # imports the global one.
+    namedAny(args.reactor_module).install()
+    from twisted.internet import reactor as _reactor
+
+    from .tap import DemuxService, Options
     options = [o for o in args.options if o != "--"]
     globalLogBeginner.beginLoggingTo(
         [textFileLogObserver(sys.stdout, timeFormat="")], redirectStandardIO=False
@@ -64,7 +69,10 @@ def main(argv: list[str]) -> None:
         )
     _dieWithParent()
     Logger(namespace="demux").info(
-        "worker {number} serving (pid {pid})", number=args.number, pid=os.getpid()
+        "worker {number} serving (pid {pid}, reactor {reactor})",
+        number=args.number,
+        pid=os.getpid(),
+        reactor=type(_reactor).__qualname__,
     )
     _reactor.run()
 

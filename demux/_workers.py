@@ -112,6 +112,8 @@ class WorkerPool(Service):
                 str(number),
                 "--fds",
                 ",".join(specs),
+                "--reactor-module",
+                type(self.reactor).__module__,
                 "--",
                 *self.arguments,
             ]

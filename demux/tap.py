@@ -121,6 +121,15 @@ class Options(usage.Options):
         super().parseOptions(options)
 
     def postOptions(self) -> None:
+        if getattr(self, "parent", None) is not None and sys.platform.startswith(
+            "linux"
+        ):
+            # Under twistd: its --reactor, if given, is installed by now, and
+            # nothing has imported the reactor yet, so this is the place to
+            # make demux's own (epoll, so Linux only) the default.
+            from ._reactor import installIfNoneYet
+
+            installIfNoneYet()
         from twisted.internet import reactor
 
         if self["explain"] is not None:
