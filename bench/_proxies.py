@@ -29,6 +29,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +308,13 @@ def snapshot(directory: Path, revision: str = "HEAD") -> Path:
         cwd=ROOT, capture_output=True, check=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True)
+    # Its own package metadata beside it, found before an installed demux's
+    # (twistd runs from the tree), so that its matchers are the entry points
+    # of its own setup.cfg, not of whatever demux is installed.
+    subprocess.run(
+        [sys.executable, "-c", "from setuptools import setup; setup()", "-q", "egg_info"],
+        cwd=directory, check=True, capture_output=True,
+    )
     return directory
 
 
