@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import resource
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +158,53 @@ def _count(value: object, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"must be a whole number of at least 1, not {value!r}", where)
     return value
+
+
+def _routeName(data: object, index: int, where: str) -> str:
+    """
+    The name of the route table C{data}, the C{index}th of its list: outer
+    and inner routes are named alike, C{route<index>} when not named.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("must be a table", where)
+    name = data.get("name", f"route{index}")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty string, not {name!r}", where)
+    return name
+
+
+def _checkRouteKeys(
+    data: Mapping[str, Any], known: Set[str], where: str, kind: str = ""
+) -> None:
+    """
+    Refuse a route table with a key outside C{known} or without C{match}.
+    """
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {key!r}{kind} (known keys: "
+                f"{', '.join(sorted(known))})",
+                where,
+            )
+    if "match" not in data:
+        raise ConfigError("has no match table", where)
+
+
+def _timeouts(
+    data: Mapping[str, Any],
+    where: str,
+    connectTimeout: float,
+    idleTimeout: float | None,
+) -> tuple[float, float | None]:
+    """
+    A route's connect and idle timeouts: its own where it sets them, else
+    those it inherits (the top level's, or the outer route's).
+    """
+    if "connect_timeout" in data:
+        connectTimeout = _number(data["connect_timeout"], f"{where}: connect_timeout")
+    if "idle_timeout" in data:
+        idleTimeout = _number(data["idle_timeout"], f"{where}: idle_timeout")
+    return connectTimeout, idleTimeout
 
 
 def _matcher(
@@ -398,32 +445,12 @@ def _routeTarget(
             )
         routes = []
         for index, data in enumerate(inner, 1):
-            place = f"{where}: routes {index}"
-            if not isinstance(data, Mapping):
-                raise ConfigError("must be a table", place)
-            innerName = data.get("name", f"route{index}")
-            if not isinstance(innerName, str) or not innerName:
-                raise ConfigError(
-                    f"name must be a non-empty string, not {innerName!r}", place
-                )
+            innerName = _routeName(data, index, f"{where}: routes {index}")
             place = f"{where}: route {innerName!r}"
-            for key in data:
-                if key not in _INNER_KEYS:
-                    raise ConfigError(
-                        f"unknown key {key!r} in an inner route (known keys: "
-                        f"{', '.join(sorted(_INNER_KEYS))})",
-                        place,
-                    )
-            if "match" not in data:
-                raise ConfigError("has no match table", place)
-            innerTimeout = connectTimeout
-            if "connect_timeout" in data:
-                innerTimeout = _number(
-                    data["connect_timeout"], f"{place}: connect_timeout"
-                )
-            innerIdle = idleTimeout
-            if "idle_timeout" in data:
-                innerIdle = _number(data["idle_timeout"], f"{place}: idle_timeout")
+            _checkRouteKeys(data, _INNER_KEYS, place, " in an inner route")
+            innerTimeout, innerIdle = _timeouts(
+                data, place, connectTimeout, idleTimeout
+            )
             matcher = _matcher(data["match"], f"{place}: match", factories)
             innerTarget = _target(data, place, reactor, innerTimeout, innerIdle)
             routes.append(
@@ -618,35 +645,17 @@ def configFromDict(
         matchTables: dict[str, object] = {}
         names: set[str] = set()
         for index, routeData in enumerate(routesData, 1):
-            where = f"route {index}"
-            if not isinstance(routeData, Mapping):
-                raise ConfigError("must be a table", where)
-            name = routeData.get("name", f"route{index}")
-            if not isinstance(name, str) or not name:
-                raise ConfigError(f"name must be a non-empty string, not {name!r}", where)
+            name = _routeName(routeData, index, f"route {index}")
             where = f"route {name!r}"
             if name in names:
                 raise ConfigError("two routes have this name", where)
             names.add(name)
             routeData = withPreset(routeData, where)
-            for key in routeData:
-                if key not in _ROUTE_KEYS:
-                    raise ConfigError(
-                        f"unknown key {key!r} (known keys: "
-                        f"{', '.join(sorted(_ROUTE_KEYS))})",
-                        where,
-                    )
-            if "match" not in routeData:
-                raise ConfigError("has no match table", where)
+            _checkRouteKeys(routeData, _ROUTE_KEYS, where)
             transport = _udpconfig.routeTransport(routeData, where)
-            routeTimeout = connectTimeout
-            if "connect_timeout" in routeData:
-                routeTimeout = _number(
-                    routeData["connect_timeout"], f"{where}: connect_timeout"
-                )
-            routeIdle = idleTimeout
-            if "idle_timeout" in routeData:
-                routeIdle = _number(routeData["idle_timeout"], f"{where}: idle_timeout")
+            routeTimeout, routeIdle = _timeouts(
+                routeData, where, connectTimeout, idleTimeout
+            )
             matcher = _matcher(routeData["match"], f"{where}: match", factories)
             matchTables[name] = routeData["match"]
             if transport != "tcp" and _udpconfig.appliesToDatagrams(
