@@ -29,7 +29,13 @@ from .._interfaces import (
     Verdict,
 )
 from .._peek import DatagramPeek, Peek
-from ._options import hostnameMatches, logSafe, optionTable, stringList
+from ._options import (
+    hostnameMatches,
+    logSafe,
+    namedNumbers,
+    optionTable,
+    stringList,
+)
 
 TYPES: Final = {
     "A": 1,
@@ -204,24 +210,16 @@ class DNSMatcher:
 
 
 def _types(value: object) -> frozenset[int]:
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list | tuple) or not value:
-        raise MatcherConfigError(
-            f"dns.types must be a non-empty list of record types, not {value!r}"
-        )
-    types = set()
-    for item in value:
-        if isinstance(item, str) and item.upper() in TYPES:
-            types.add(TYPES[item.upper()])
-        elif isinstance(item, int) and not isinstance(item, bool) and 0 < item < 65536:
-            types.add(item)
-        else:
-            raise MatcherConfigError(
-                f"dns.types entry {item!r} is neither a record type name (such "
-                "as 'A' or 'AAAA') nor a number from 1 to 65535"
-            )
-    return frozenset(types)
+    return namedNumbers(
+        value,
+        "dns.types",
+        "record types",
+        TYPES,
+        65535,
+        "neither a record type name (such as 'A' or 'AAAA') nor a number "
+        "from 1 to 65535",
+        str.upper,
+    )
 
 
 def _names(value: object) -> tuple[str, ...]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from attrs import frozen
 from zope.interface import implementer, provider
 
-from .._errors import MatcherConfigError
 from .._interfaces import (
     DATAGRAM_ONLY,
     MATCH,
@@ -28,7 +27,7 @@ from .._quic import (
     parseInitialDatagram,
     readLongHeader,
 )
-from ._options import logSafe, optionTable
+from ._options import logSafe, namedNumbers, optionTable
 
 _VERSIONS_BY_NAME = {name: number for number, name in VERSION_NAMES.items()}
 
@@ -92,28 +91,14 @@ class QUICMatcher:
 
 
 def _versions(value: object) -> frozenset[int]:
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list | tuple) or not value:
-        raise MatcherConfigError(
-            f"quic.versions must be a non-empty list of versions, not {value!r}"
-        )
-    versions = set()
-    for version in value:
-        if isinstance(version, str) and version in _VERSIONS_BY_NAME:
-            versions.add(_VERSIONS_BY_NAME[version])
-        elif (
-            isinstance(version, int)
-            and not isinstance(version, bool)
-            and 0 < version < 2**32
-        ):
-            versions.add(version)
-        else:
-            raise MatcherConfigError(
-                f"quic.versions entry {version!r} is neither 'v1', 'v2' nor a "
-                "version number (1 to 0xffffffff)"
-            )
-    return frozenset(versions)
+    return namedNumbers(
+        value,
+        "quic.versions",
+        "versions",
+        _VERSIONS_BY_NAME,
+        2**32 - 1,
+        "neither 'v1', 'v2' nor a version number (1 to 0xffffffff)",
+    )
 
 
 @provider(IMatcherFactory)
