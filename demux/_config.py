@@ -160,6 +160,17 @@ def _count(value: object, where: str) -> int:
     return value
 
 
+def _flag(data: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    """
+    C{data[key]} as a boolean, C{default} when absent; TOML's own true or
+    false only, not a value Python would merely take for one.
+    """
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, not {value!r}", where)
+    return value
+
+
 def _routeName(data: object, index: int, where: str) -> str:
     """
     The name of the route table C{data}, the C{index}th of its list: outer
@@ -287,9 +298,7 @@ def _target(
         retryAfter = DEFAULT_RETRY_AFTER
         if "retry_after" in route:
             retryAfter = _number(route["retry_after"], f"{where}: retry_after")
-        splice = route.get("splice", True)
-        if not isinstance(splice, bool):
-            raise ConfigError(f"must be true or false, not {splice!r}", f"{where}: splice")
+        splice = _flag(route, "splice", True, f"{where}: splice")
         # A check has no incoming header to pass on: behind "pass" it sends
         # a v2 LOCAL header, which every PROXY-protocol server takes.
         check = healthCheckFromRoute(
@@ -336,11 +345,8 @@ def _target(
 def _transparent(
     route: Mapping[str, Any], backends: Sequence[Backend], where: str
 ) -> TransparentSource | None:
-    value = route.get("transparent", False)
     where = f"{where.removesuffix(': backend')}: transparent"
-    if not isinstance(value, bool):
-        raise ConfigError(f"must be true or false, not {value!r}", where)
-    if not value:
+    if not _flag(route, "transparent", False, where):
         return None
     for backend in backends:
         try:
@@ -391,11 +397,7 @@ def _httpTarget(
     timeout = DEFAULT_RESPONSE_TIMEOUT
     if "timeout" in options:
         timeout = _number(options["timeout"], f"{where}: http.timeout")
-    forwarded = options.get("forwarded", False)
-    if not isinstance(forwarded, bool):
-        raise ConfigError(
-            f"must be true or false, not {forwarded!r}", f"{where}: http.forwarded"
-        )
+    forwarded = _flag(options, "forwarded", False, f"{where}: http.forwarded")
     return HTTPForwardTarget(
         endpoint,
         url,
@@ -609,16 +611,8 @@ def configFromDict(
             perSource = _count(
                 data["max_connections_per_source"], "max_connections_per_source"
             )
-        logConnections = data.get("log_connections", True)
-        if not isinstance(logConnections, bool):
-            raise ConfigError(
-                f"must be true or false, not {logConnections!r}", "log_connections"
-            )
-        logDecisions = data.get("log_decisions", True)
-        if not isinstance(logDecisions, bool):
-            raise ConfigError(
-                f"must be true or false, not {logDecisions!r}", "log_decisions"
-            )
+        logConnections = _flag(data, "log_connections", True, "log_connections")
+        logDecisions = _flag(data, "log_decisions", True, "log_decisions")
         maxUndecided = None
         if "max_undecided" in data:
             maxUndecided = _count(data["max_undecided"], "max_undecided")
