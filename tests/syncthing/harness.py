@@ -589,6 +589,37 @@ class SyncthingInstance:
             payload = response.read()
         return json.loads(payload) if payload.strip() else None
 
+    def shareFolder(
+        self, peer: SyncthingInstance, folderID: str, path: Path
+    ) -> None:
+        """
+        Through the REST API: know C{peer} by its device ID only (its
+        addresses come from global discovery), and share the folder
+        C{folderID} at C{path} with it.
+        """
+        self.rest(
+            "POST",
+            "/rest/config/devices",
+            {
+                "deviceID": peer.deviceID,
+                "name": peer.process.name,
+                "addresses": ["dynamic"],
+            },
+        )
+        self.rest(
+            "POST",
+            "/rest/config/folders",
+            {
+                "id": folderID,
+                "label": folderID,
+                "path": str(path),
+                "type": "sendreceive",
+                "devices": [{"deviceID": self.deviceID}, {"deviceID": peer.deviceID}],
+                "fsWatcherEnabled": False,
+                "rescanIntervalS": 3600,
+            },
+        )
+
     def waitForAPI(self, timeout: float = 30.0) -> None:
         """
         Block until the REST API answers.
