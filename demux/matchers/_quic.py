@@ -64,7 +64,9 @@ class QUICMatcher:
             return NO_MATCH
         if not peek.datagrams:
             return NEED_MORE
-        header = readLongHeader(peek.data)
+        # Once per flow, however many quic routes ask (a datagram is whole,
+        # so the parse is final).
+        header = peek.parse(readLongHeader)
         if header is None:
             return NO_MATCH
         if self.versions is not None:
