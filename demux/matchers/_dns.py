@@ -60,6 +60,9 @@ TYPES: Final = {
 }
 """Record types the C{types} option can name (numbers work for any)."""
 
+#: The names by number, for describe(), made once.
+_TYPE_NAMES: Final = {number: name for name, number in TYPES.items()}
+
 _MAX_ADDITIONAL: Final = 2
 _MAX_NAME: Final = 255
 
@@ -205,8 +208,7 @@ class DNSMatcher:
         query = peek.parse(parseQuery)
         if not isinstance(query, DNSQuery):
             return "dns"
-        names = {number: name for name, number in TYPES.items()}
-        return f"dns={logSafe(query.name)} type={names.get(query.type, query.type)}"
+        return f"dns={logSafe(query.name)} type={_TYPE_NAMES.get(query.type, query.type)}"
 
 
 def _types(value: object) -> frozenset[int]:
