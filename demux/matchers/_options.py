@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterable, Mapping
 
 from .._errors import MatcherConfigError
+from .._tls import ClientHello
 
 
 def noOptions(options: object) -> None:
@@ -190,6 +191,16 @@ def choiceList(
             known = ", ".join(repr(a) for a in allowed)
             raise MatcherConfigError(f"{what}: {word!r} is not one of {known}")
     return tuple(dict.fromkeys(words))
+
+
+def helloNames(hello: ClientHello) -> str:
+    """
+    C{sni=NAME alpn=P1,P2} for a log line or an explanation, each made
+    safe with L{logSafe}, C{-} for what the ClientHello does not carry.
+    """
+    sni = logSafe(hello.serverName) if hello.serverName else "-"
+    alpn = ",".join(logSafe(p) for p in hello.alpn) or "-"
+    return f"sni={sni} alpn={alpn}"
 
 
 def logSafe(text: str) -> str:

@@ -27,7 +27,7 @@ from .._quic import (
     parseInitialDatagram,
     readLongHeader,
 )
-from ._options import logSafe, namedNumbers, optionTable
+from ._options import helloNames, namedNumbers, optionTable
 
 _VERSIONS_BY_NAME = {name: number for number, name in VERSION_NAMES.items()}
 
@@ -85,10 +85,7 @@ class QUICMatcher:
         if isinstance(peek, DatagramPeek):
             initial = peek.parseDatagrams(parseClientInitial)
             if isinstance(initial, ClientInitial):
-                hello = initial.clientHello
-                sni = logSafe(hello.serverName) if hello.serverName else "-"
-                alpn = ",".join(logSafe(p) for p in hello.alpn) or "-"
-                text += f" sni={sni} alpn={alpn}"
+                text += f" {helloNames(initial.clientHello)}"
         return text
 
 
