@@ -36,10 +36,10 @@ from demux._proxyheader import (
 )
 from demux.testing import clientHello
 
-from ._process import freePort, runDemux, waitForPort
+from ._process import freePort, require, runDemux, waitForPort
 from ._servers import TagServer
 from .test_deploy import curl as getURL
-from .test_deploy import demuxOf, exchange, portsOf, require, running
+from .test_deploy import demuxOf, exchange, portsOf, running
 
 ROOT = Path(__file__).resolve().parents[1]
 

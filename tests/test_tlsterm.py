@@ -11,7 +11,6 @@ import http.client
 import http.server
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -35,22 +34,12 @@ from demux._forward import HTTPForwardTarget
 from demux._terminate import RoutesTarget, TLSTarget
 from demux.testing import clientHello
 
-from ._process import DemuxProcess, freePort, runDemux, twistdCommand
+from ._process import DemuxProcess, freePort, require, runDemux, twistdCommand
 from ._servers import ThreadedServer
 from .syncthing.discovery import DiscoveryClient
 from .syncthing.identity import Identity, generateIdentity
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def require(program: str) -> str:
-    path = shutil.which(program)
-    if path is None:
-        message = f"{program} is not installed (run bash tests/run to install it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")
