@@ -77,11 +77,15 @@ def requireBinary(name: str) -> str:
     pytest.skip(message)
 
 
-def _listeningPorts() -> set[int]:
+def listeningPorts(procNet: str = "/proc/net") -> set[int]:
+    """
+    The TCP ports something listens on, from the kernel's socket tables in
+    C{procNet} (C{/proc/PID/net} for those of process PID's namespace).
+    """
     ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for table in ("tcp", "tcp6"):
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            lines = Path(f"{procNet}/{table}").read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -100,7 +104,7 @@ def waitForListening(port: int, process: ManagedProcess, timeout: float = 15.0) 
     would show up in the logs the tests count.
     """
     deadline = time.monotonic() + timeout
-    while port not in _listeningPorts():
+    while port not in listeningPorts():
         process.checkAlive()
         if time.monotonic() > deadline:
             raise AssertionError(
