@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import resource
 import tomllib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +160,64 @@ def _count(value: object, where: str) -> int:
     return value
 
 
+def _flag(data: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    """
+    C{data[key]} as a boolean, C{default} when absent; TOML's own true or
+    false only, not a value Python would merely take for one.
+    """
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"must be true or false, not {value!r}", where)
+    return value
+
+
+def _routeName(data: object, index: int, where: str) -> str:
+    """
+    The name of the route table C{data}, the C{index}th of its list: outer
+    and inner routes are named alike, C{route<index>} when not named.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError("must be a table", where)
+    name = data.get("name", f"route{index}")
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"name must be a non-empty string, not {name!r}", where)
+    return name
+
+
+def _checkRouteKeys(
+    data: Mapping[str, Any], known: Set[str], where: str, kind: str = ""
+) -> None:
+    """
+    Refuse a route table with a key outside C{known} or without C{match}.
+    """
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key {key!r}{kind} (known keys: "
+                f"{', '.join(sorted(known))})",
+                where,
+            )
+    if "match" not in data:
+        raise ConfigError("has no match table", where)
+
+
+def _timeouts(
+    data: Mapping[str, Any],
+    where: str,
+    connectTimeout: float,
+    idleTimeout: float | None,
+) -> tuple[float, float | None]:
+    """
+    A route's connect and idle timeouts: its own where it sets them, else
+    those it inherits (the top level's, or the outer route's).
+    """
+    if "connect_timeout" in data:
+        connectTimeout = _number(data["connect_timeout"], f"{where}: connect_timeout")
+    if "idle_timeout" in data:
+        idleTimeout = _number(data["idle_timeout"], f"{where}: idle_timeout")
+    return connectTimeout, idleTimeout
+
+
 def _matcher(
     match: object, where: str, factories: Mapping[str, IMatcherFactory]
 ) -> IMatcher:
@@ -240,9 +298,7 @@ def _target(
         retryAfter = DEFAULT_RETRY_AFTER
         if "retry_after" in route:
             retryAfter = _number(route["retry_after"], f"{where}: retry_after")
-        splice = route.get("splice", True)
-        if not isinstance(splice, bool):
-            raise ConfigError(f"must be true or false, not {splice!r}", f"{where}: splice")
+        splice = _flag(route, "splice", True, f"{where}: splice")
         # A check has no incoming header to pass on: behind "pass" it sends
         # a v2 LOCAL header, which every PROXY-protocol server takes.
         check = healthCheckFromRoute(
@@ -289,11 +345,8 @@ def _target(
 def _transparent(
     route: Mapping[str, Any], backends: Sequence[Backend], where: str
 ) -> TransparentSource | None:
-    value = route.get("transparent", False)
     where = f"{where.removesuffix(': backend')}: transparent"
-    if not isinstance(value, bool):
-        raise ConfigError(f"must be true or false, not {value!r}", where)
-    if not value:
+    if not _flag(route, "transparent", False, where):
         return None
     for backend in backends:
         try:
@@ -344,11 +397,7 @@ def _httpTarget(
     timeout = DEFAULT_RESPONSE_TIMEOUT
     if "timeout" in options:
         timeout = _number(options["timeout"], f"{where}: http.timeout")
-    forwarded = options.get("forwarded", False)
-    if not isinstance(forwarded, bool):
-        raise ConfigError(
-            f"must be true or false, not {forwarded!r}", f"{where}: http.forwarded"
-        )
+    forwarded = _flag(options, "forwarded", False, f"{where}: http.forwarded")
     return HTTPForwardTarget(
         endpoint,
         url,
@@ -398,32 +447,12 @@ def _routeTarget(
             )
         routes = []
         for index, data in enumerate(inner, 1):
-            place = f"{where}: routes {index}"
-            if not isinstance(data, Mapping):
-                raise ConfigError("must be a table", place)
-            innerName = data.get("name", f"route{index}")
-            if not isinstance(innerName, str) or not innerName:
-                raise ConfigError(
-                    f"name must be a non-empty string, not {innerName!r}", place
-                )
+            innerName = _routeName(data, index, f"{where}: routes {index}")
             place = f"{where}: route {innerName!r}"
-            for key in data:
-                if key not in _INNER_KEYS:
-                    raise ConfigError(
-                        f"unknown key {key!r} in an inner route (known keys: "
-                        f"{', '.join(sorted(_INNER_KEYS))})",
-                        place,
-                    )
-            if "match" not in data:
-                raise ConfigError("has no match table", place)
-            innerTimeout = connectTimeout
-            if "connect_timeout" in data:
-                innerTimeout = _number(
-                    data["connect_timeout"], f"{place}: connect_timeout"
-                )
-            innerIdle = idleTimeout
-            if "idle_timeout" in data:
-                innerIdle = _number(data["idle_timeout"], f"{place}: idle_timeout")
+            _checkRouteKeys(data, _INNER_KEYS, place, " in an inner route")
+            innerTimeout, innerIdle = _timeouts(
+                data, place, connectTimeout, idleTimeout
+            )
             matcher = _matcher(data["match"], f"{place}: match", factories)
             innerTarget = _target(data, place, reactor, innerTimeout, innerIdle)
             routes.append(
@@ -582,16 +611,8 @@ def configFromDict(
             perSource = _count(
                 data["max_connections_per_source"], "max_connections_per_source"
             )
-        logConnections = data.get("log_connections", True)
-        if not isinstance(logConnections, bool):
-            raise ConfigError(
-                f"must be true or false, not {logConnections!r}", "log_connections"
-            )
-        logDecisions = data.get("log_decisions", True)
-        if not isinstance(logDecisions, bool):
-            raise ConfigError(
-                f"must be true or false, not {logDecisions!r}", "log_decisions"
-            )
+        logConnections = _flag(data, "log_connections", True, "log_connections")
+        logDecisions = _flag(data, "log_decisions", True, "log_decisions")
         maxUndecided = None
         if "max_undecided" in data:
             maxUndecided = _count(data["max_undecided"], "max_undecided")
@@ -618,35 +639,17 @@ def configFromDict(
         matchTables: dict[str, object] = {}
         names: set[str] = set()
         for index, routeData in enumerate(routesData, 1):
-            where = f"route {index}"
-            if not isinstance(routeData, Mapping):
-                raise ConfigError("must be a table", where)
-            name = routeData.get("name", f"route{index}")
-            if not isinstance(name, str) or not name:
-                raise ConfigError(f"name must be a non-empty string, not {name!r}", where)
+            name = _routeName(routeData, index, f"route {index}")
             where = f"route {name!r}"
             if name in names:
                 raise ConfigError("two routes have this name", where)
             names.add(name)
             routeData = withPreset(routeData, where)
-            for key in routeData:
-                if key not in _ROUTE_KEYS:
-                    raise ConfigError(
-                        f"unknown key {key!r} (known keys: "
-                        f"{', '.join(sorted(_ROUTE_KEYS))})",
-                        where,
-                    )
-            if "match" not in routeData:
-                raise ConfigError("has no match table", where)
+            _checkRouteKeys(routeData, _ROUTE_KEYS, where)
             transport = _udpconfig.routeTransport(routeData, where)
-            routeTimeout = connectTimeout
-            if "connect_timeout" in routeData:
-                routeTimeout = _number(
-                    routeData["connect_timeout"], f"{where}: connect_timeout"
-                )
-            routeIdle = idleTimeout
-            if "idle_timeout" in routeData:
-                routeIdle = _number(routeData["idle_timeout"], f"{where}: idle_timeout")
+            routeTimeout, routeIdle = _timeouts(
+                routeData, where, connectTimeout, idleTimeout
+            )
             matcher = _matcher(routeData["match"], f"{where}: match", factories)
             matchTables[name] = routeData["match"]
             if transport != "tcp" and _udpconfig.appliesToDatagrams(

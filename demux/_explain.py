@@ -22,7 +22,7 @@ from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, Verdict
 from ._peek import Peek
 from ._routes import AllOf, Decision, IPAddress, Route, RouteTable, decide
 from ._tls import TLS_VERSIONS, ClientHello, parseClientHello
-from .matchers._options import logSafe
+from .matchers._options import helloNames, logSafe
 from .matchers._prefix import PrefixMatcher
 from .matchers._tls import TLSMatcher
 
@@ -342,8 +342,7 @@ def _helloText(hello: ClientHello) -> str:
     versionName = "-" if version is None else TLS_VERSIONS.get(version, f"0x{version:04x}")
     return (
         "TLS ClientHello: "
-        f"sni={logSafe(hello.serverName) if hello.serverName else '-'} "
-        f"alpn={','.join(logSafe(p) for p in hello.alpn) or '-'} "
+        f"{helloNames(hello)} "
         f"version={versionName} ech={'yes' if hello.hasECH else 'no'} "
         f"ja4={hello.ja4()}"
     )

@@ -241,15 +241,18 @@ class MessageReader:
         state = self._state
         if state == _HEAD:
             return self._head()
-        if state == _LENGTH:
+        if state == _LENGTH or state == _CHUNK_DATA:
             available = len(self._buffer) - self._offset
             if not available:
                 return None
             n = min(available, self._remaining)
             self._remaining -= n
             if not self._remaining:
-                self._state = _HEAD
-                self._pendingEnd = True
+                if state == _LENGTH:
+                    self._state = _HEAD
+                    self._pendingEnd = True
+                else:
+                    self._state = _CHUNK_CRLF
             return BodyEvent(self._take(n))
         if state == _UNTIL_CLOSE:
             available = len(self._buffer) - self._offset
@@ -275,15 +278,6 @@ class MessageReader:
                 self._state = _TRAILER
                 self._fieldCount = 0
             return BodyEvent(bytes(self._buffer[start : self._offset]))
-        if state == _CHUNK_DATA:
-            available = len(self._buffer) - self._offset
-            if not available:
-                return None
-            n = min(available, self._remaining)
-            self._remaining -= n
-            if not self._remaining:
-                self._state = _CHUNK_CRLF
-            return BodyEvent(self._take(n))
         if state == _CHUNK_CRLF:
             if len(self._buffer) - self._offset < 2:
                 if self._buffer[self._offset : self._offset + 1] not in (b"", b"\r"):

@@ -71,6 +71,29 @@ class Decided:
             f"{self.peeked} bytes peeked, decided in {self.decideMs:.2f} ms"
         )
 
+    def fields(self) -> dict[str, object]:
+        """
+        The decision's fields of an event, for the JSON log.
+        """
+        return dict(
+            reason=self.reason,
+            target=self.target,
+            peeked=self.peeked,
+            decideMs=self.decideMs,
+        )
+
+
+def _opening(
+    peer: str, route: str, decided: Decided | None
+) -> tuple[str, dict[str, object]]:
+    """
+    How a closing line starts, and the decision's fields it carries: the
+    decision itself when it was not logged on its own.
+    """
+    if decided is None:
+        return f"{peer} route={route}", {}
+    return decided.text(peer, route) + ";", decided.fields()
+
 
 def routed(peer: str, route: str, decided: Decided) -> None:
     """
@@ -81,10 +104,7 @@ def routed(peer: str, route: str, decided: Decided) -> None:
         text=decided.text(peer, route),
         peer=peer,
         route=route,
-        reason=decided.reason,
-        target=decided.target,
-        peeked=decided.peeked,
-        decideMs=decided.decideMs,
+        **decided.fields(),
     )
 
 
@@ -223,28 +243,13 @@ def closed(
     summary = (
         f"{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s{how}"
     )
-    if decided is None:
-        log.info(
-            "{text}",
-            text=f"{peer} route={route} closed: {summary}",
-            peer=peer,
-            route=route,
-            bytesUp=bytesUp,
-            bytesDown=bytesDown,
-            duration=duration,
-            backendError=backendError,
-            spliced=spliced,
-        )
-        return
+    first, extra = _opening(peer, route, decided)
     log.info(
         "{text}",
-        text=f"{decided.text(peer, route)}; closed: {summary}",
+        text=f"{first} closed: {summary}",
         peer=peer,
         route=route,
-        reason=decided.reason,
-        target=decided.target,
-        peeked=decided.peeked,
-        decideMs=decided.decideMs,
+        **extra,
         bytesUp=bytesUp,
         bytesDown=bytesDown,
         duration=duration,
@@ -261,15 +266,7 @@ def localClosed(
     protocol are counted: what it wrote is its own business).
     """
     summary = f"{bytesUp} bytes up, {duration:.3f}s (in-process)"
-    first = f"{peer} route={route}" if decided is None else decided.text(peer, route) + ";"
-    extra: dict[str, object] = {}
-    if decided is not None:
-        extra = dict(
-            reason=decided.reason,
-            target=decided.target,
-            peeked=decided.peeked,
-            decideMs=decided.decideMs,
-        )
+    first, extra = _opening(peer, route, decided)
     log.info(
         "{text}",
         text=f"{first} closed: {summary}",

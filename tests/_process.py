@@ -8,6 +8,7 @@ config file, and talk to it over loopback.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,6 +18,8 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 from demux.testing import reservePort
 
@@ -165,3 +168,18 @@ def environmentWithPath() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = env.get("PATH", "") + ":/usr/sbin:/sbin"
     return env
+
+
+def require(program: str) -> str:
+    """
+    The path of C{program} (looked for in C{/usr/sbin} and C{/sbin} too);
+    without it the test is skipped (tests/run installs it), or fails under
+    CI.
+    """
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
+    if path is None:
+        message = f"{program} is not installed (run bash tests/run to install it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path

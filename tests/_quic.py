@@ -11,7 +11,6 @@ import base64
 import hashlib
 import socket
 import ssl
-import subprocess
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -26,25 +25,15 @@ from aioquic.quic.events import ProtocolNegotiated, QuicEvent
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from . import _servers
+
 
 def makeCertificate(directory: Path, name: str) -> tuple[Path, Path]:
     """
     A self-signed certificate for C{name} with C{name} in its subject
     alternative names (Chromium's QUIC wants it there), and its key.
     """
-    cert = directory / f"{name}.quic.crt"
-    key = directory / f"{name}.quic.key"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
-            "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-            "-subj", f"/CN={name}", "-addext", f"subjectAltName=DNS:{name}",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return cert, key
+    return _servers.makeCertificate(directory, name, f"{name}.quic", altName=True)
 
 
 def spkiHash(cert: Path) -> str:

@@ -129,17 +129,23 @@ def recvAll(sock: socket.socket, timeout: float = 30.0) -> bytes:
     return b"".join(chunks)
 
 
-def makeCertificate(directory: Path, name: str) -> tuple[Path, Path]:
+def makeCertificate(
+    directory: Path, name: str, stem: str | None = None, altName: bool = False
+) -> tuple[Path, Path]:
     """
-    A self-signed certificate and key for C{name}, made with openssl.
+    A self-signed certificate and key for C{name}, made with openssl, in
+    C{directory/stem.crt} and C{.key} (C{stem} is C{name} unless given);
+    with C{altName}, C{name} is in its subject alternative names too.
     """
-    cert = directory / f"{name}.crt"
-    key = directory / f"{name}.key"
+    stem = name if stem is None else stem
+    cert = directory / f"{stem}.crt"
+    key = directory / f"{stem}.key"
+    extra = ["-addext", f"subjectAltName=DNS:{name}"] if altName else []
     subprocess.run(
         [
             "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
             "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
-            "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+            "-subj", f"/CN={name}", *extra, "-keyout", str(key), "-out", str(cert),
         ],
         check=True,
         capture_output=True,

@@ -9,7 +9,6 @@ socket passed the way systemd passes it.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import signal
@@ -29,21 +28,12 @@ from ._process import (
     DemuxProcess,
     environmentWithPath,
     freePort,
+    require,
     runDemux,
     twistdCommand,
     waitForPort,
 )
 from ._servers import TagServer, recvAll
-
-
-def require(program: str) -> str:
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
-    if path is None:
-        message = f"{program} is not installed (run bash tests/run to install it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @contextmanager

@@ -7,6 +7,7 @@ C{test_tlsterm}.)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import unquote
 
 from hypothesis import given, settings
@@ -39,12 +40,20 @@ from ._fakes import FakeEndpoint
 PEER = IPv4Address("TCP", "192.0.2.7", 40123)
 
 
-def events(data: bytes, requests: bool = True, chunks: list[int] | None = None) -> list:
+def events(
+    data: bytes,
+    requests: bool = True,
+    chunks: list[int] | None = None,
+    expect: Sequence[bytes] = (),
+) -> list:
     """
     The events C{data} makes fed in one piece (or cut at C{chunks}), with
-    adjacent body events joined, so that any two splits compare equal.
+    adjacent body events joined, so that any two splits compare equal;
+    responses are read as answers to the methods in C{expect}.
     """
     reader = MessageReader(requests)
+    for method in expect:
+        reader.expect(method)
     pieces = [data]
     if chunks is not None:
         cuts = sorted(set(c % (len(data) + 1) for c in chunks))
@@ -237,22 +246,7 @@ class ResponsePropertyTests(SynchronousTestCase):
         data = b"".join(r for _, r in responses)
 
         def outcome(chunks: list[int] | None) -> list:
-            reader = MessageReader(requests=False)
-            for method, _ in responses:
-                reader.expect(method)
-            pieces = [data]
-            if chunks is not None:
-                c = sorted(set(x % (len(data) + 1) for x in chunks))
-                pieces = [data[a:b] for a, b in zip([0, *c], [*c, len(data)], strict=True)]
-            out: list = []
-            for piece in pieces:
-                reader.feed(piece)
-                for event in reader.events():
-                    if isinstance(event, BodyEvent) and out and isinstance(out[-1], BodyEvent):
-                        out[-1] = BodyEvent(out[-1].data + event.data)
-                    else:
-                        out.append(event)
-            return out
+            return events(data, False, chunks, [method for method, _ in responses])
 
         whole = outcome(None)
         self.assertEqual(whole, outcome(cuts))

@@ -9,8 +9,6 @@ real demux, each stopped and started again while demux watches.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -21,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 from attrs import define, field
 from hypothesis import given
 from hypothesis import strategies as st
@@ -59,7 +56,7 @@ from demux._targets import Backend
 from demux.testing import clientHello
 
 from ._fakes import FakeEndpoint, startsWith
-from ._process import freePort, runDemux, waitForPort
+from ._process import freePort, require, runDemux, waitForPort
 from ._servers import makeCertificate
 
 PONG = bytes.fromhex("9e79bc40") + b"\x00\x00\x00\x01" + b"\x00\x00\x00\x00"
@@ -763,20 +760,6 @@ class ConfigTests(SynchronousTestCase):
 
 INTERVALS = "check_interval = 0.2\ncheck_timeout = 2\nrise = 2\nfall = 2\n"
 WAIT = 15.0
-
-
-def require(program: str) -> str:
-    """
-    The path of C{program}; without it the test is skipped (tests/run
-    installs it), or fails under CI.
-    """
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
-    if path is None:
-        message = f"{program} is not installed (run bash tests/run to install it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 def _get(port: int, path: str) -> bytes:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -18,7 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from ._process import DemuxProcess, freePort, runDemux, twistdCommand, waitForPort
+from ._process import (
+    DemuxProcess,
+    freePort,
+    require,
+    runDemux,
+    twistdCommand,
+    waitForPort,
+)
 from ._servers import (
     ChecksumServer,
     TagServer,
@@ -29,16 +35,6 @@ from ._servers import (
 )
 
 MAGIC = bytes.fromhex("9e79bc40")
-
-
-def require(program: str) -> str:
-    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/sbin")
-    if path is None:
-        message = f"{program} is not installed (run bash tests/run to install it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -36,9 +36,10 @@ from demux._proxyheader import (
 )
 from demux.testing import clientHello
 
-from ._process import DemuxProcess, freePort, runDemux, waitForPort
+from ._process import freePort, require, runDemux, waitForPort
 from ._servers import TagServer
-from .test_deploy import exchange, require, running
+from .test_deploy import curl as getURL
+from .test_deploy import demuxOf, exchange, portsOf, running
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -163,14 +164,6 @@ def chain() -> Iterator[dict[str, object]]:
         waitForPort(ports["proxied"])
         waitForPort(ports["metrics"])
         yield {"demux": demux, "ports": ports, "haproxyLog": haproxyLog}
-
-
-def demuxOf(chain: dict[str, object]) -> DemuxProcess:
-    return chain["demux"]  # type: ignore[return-value]
-
-
-def portsOf(chain: dict[str, object]) -> dict[str, int]:
-    return chain["ports"]  # type: ignore[return-value]
 
 
 def curl(port: int, host: str) -> tuple[str, str]:
@@ -341,11 +334,8 @@ def test_statusViewShowsTheClient(chain: dict[str, object]) -> None:
         s.sendall(header + b"RAW hold\n")
         s.settimeout(10)
         assert s.recv(100).startswith(b"TAG:raw\n")
-        result = subprocess.run(
-            ["curl", "-sS", "--max-time", "10",
-             f"http://127.0.0.1:{portsOf(chain)['metrics']}/status.json"],
-            capture_output=True, check=True, timeout=20,
+        status = json.loads(
+            getURL(f"http://127.0.0.1:{portsOf(chain)['metrics']}/status.json")
         )
-    status = json.loads(result.stdout)
     peers = {c["peer"]: c["route"] for c in status["activeConnections"]}
     assert peers.get("192.0.2.8:40006") == "raw-pass", peers

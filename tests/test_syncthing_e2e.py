@@ -466,37 +466,6 @@ def test_othersReachNeitherServer(stack: Stack) -> None:
 FOLDER = "demux-e2e"
 
 
-def addPeerAndFolder(
-    instance: SyncthingInstance, peer: SyncthingInstance, folderPath: Path
-) -> None:
-    """
-    Through the REST API: know C{peer} by its device ID only (its addresses
-    come from global discovery), and share a folder with it.
-    """
-    instance.rest(
-        "POST",
-        "/rest/config/devices",
-        {
-            "deviceID": peer.deviceID,
-            "name": peer.process.name,
-            "addresses": ["dynamic"],
-        },
-    )
-    instance.rest(
-        "POST",
-        "/rest/config/folders",
-        {
-            "id": FOLDER,
-            "label": FOLDER,
-            "path": str(folderPath),
-            "type": "sendreceive",
-            "devices": [{"deviceID": instance.deviceID}, {"deviceID": peer.deviceID}],
-            "fsWatcherEnabled": False,
-            "rescanIntervalS": 3600,
-        },
-    )
-
-
 def test_syncthingSyncsThroughDemux(stack: Stack) -> None:
     """
     Two real Syncthing instances, each listening only on the relay through
@@ -573,7 +542,7 @@ def test_syncthingSyncsThroughDemux(stack: Stack) -> None:
         }
         for instance, peer in ((alice, bob), (bob, alice)):
             folders[instance.process.name].mkdir()
-            addPeerAndFolder(instance, peer, folders[instance.process.name])
+            instance.shareFolder(peer, FOLDER, folders[instance.process.name])
 
         def connected(
             instance: SyncthingInstance, peer: SyncthingInstance

@@ -150,33 +150,6 @@ def _buildStack(
         yield NetStack(directory, topology, servers, demux, devices)
 
 
-def _addPeerAndFolder(
-    instance: NamespacedSyncthing, peer: NamespacedSyncthing, folder: Path
-) -> None:
-    instance.rest(
-        "POST",
-        "/rest/config/devices",
-        {
-            "deviceID": peer.deviceID,
-            "name": peer.process.name,
-            "addresses": ["dynamic"],
-        },
-    )
-    instance.rest(
-        "POST",
-        "/rest/config/folders",
-        {
-            "id": FOLDER,
-            "label": FOLDER,
-            "path": str(folder),
-            "type": "sendreceive",
-            "devices": [{"deviceID": instance.deviceID}, {"deviceID": peer.deviceID}],
-            "fsWatcherEnabled": False,
-            "rescanIntervalS": 3600,
-        },
-    )
-
-
 def _connection(
     instance: NamespacedSyncthing, peer: NamespacedSyncthing
 ) -> dict[str, Any] | None:
@@ -197,7 +170,7 @@ def _introduce(stack: NetStack) -> dict[str, Any]:
     for instance, peer in ((a, b), (b, a)):
         folder = stack.directory / f"{instance.process.name}-folder"
         folder.mkdir()
-        _addPeerAndFolder(instance, peer, folder)
+        instance.shareFolder(peer, FOLDER, folder)
     return waitUntil(
         partial(_connection, b, a),
         CONNECT_TIMEOUT,

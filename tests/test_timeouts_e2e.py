@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from ._process import DemuxProcess, freePort, runDemux, waitForPort
+from ._process import DemuxProcess, freePort, require, runDemux, waitForPort
 from ._servers import TagServer
-from .test_integration import require
 
 INSPECT_DELAY = 1.5
 

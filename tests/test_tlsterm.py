@@ -11,7 +11,6 @@ import http.client
 import http.server
 import json
 import os
-import shutil
 import signal
 import socket
 import ssl
@@ -35,22 +34,12 @@ from demux._forward import HTTPForwardTarget
 from demux._terminate import RoutesTarget, TLSTarget
 from demux.testing import clientHello
 
-from ._process import DemuxProcess, freePort, runDemux
+from ._process import DemuxProcess, freePort, require, runDemux, twistdCommand
 from ._servers import ThreadedServer
 from .syncthing.discovery import DiscoveryClient
 from .syncthing.identity import Identity, generateIdentity
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-
-
-def require(program: str) -> str:
-    path = shutil.which(program)
-    if path is None:
-        message = f"{program} is not installed (run bash tests/run to install it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -379,6 +368,22 @@ def test_handshakeTimeout(keys: dict[str, Identity]) -> None:
     assert factory.protocols == []
 
 
+def discoveryConfig(certificate: Path, key: Path) -> str:
+    """
+    One TLS-terminating route to an HTTP backend that is not dialled, for
+    the tests that load a configuration without running it.
+    """
+    return f"""
+listen = ["tcp:4443"]
+[[routes]]
+name = "discovery"
+match.tls = {{}}
+tls.certificate = "{certificate}"
+tls.key = "{key}"
+backend = "http://127.0.0.1:8443"
+"""
+
+
 def test_reloadKeepsRunningConfig(keys: dict[str, Identity], tmp_path: Path) -> None:
     """
     A reload to a configuration whose key file is gone keeps the running
@@ -391,17 +396,7 @@ def test_reloadKeepsRunningConfig(keys: dict[str, Identity], tmp_path: Path) -> 
     key = tmp_path / "key.pem"
     key.write_bytes(server.keyPath.read_bytes())
     path = tmp_path / "demux.toml"
-    path.write_text(
-        f"""
-listen = ["tcp:4443"]
-[[routes]]
-name = "discovery"
-match.tls = {{}}
-tls.certificate = "{server.certPath}"
-tls.key = "{key}"
-backend = "http://127.0.0.1:8443"
-"""
-    )
+    path.write_text(discoveryConfig(server.certPath, key))
     reactor = MemoryReactorClock()
     first = loadConfig(path, reactor)
     factory = DemuxFactory(first.table, reactor)
@@ -644,7 +639,11 @@ def test_clientCertificate(stack: dict[str, Any]) -> None:
 
 
 def tlsSocket(
-    port: int, name: str, identity: Identity | None = None, raw: socket.socket | None = None
+    port: int,
+    name: str,
+    identity: Identity | None = None,
+    raw: socket.socket | None = None,
+    suppressRaggedEOFs: bool = True,
 ) -> ssl.SSLSocket:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
@@ -653,7 +652,9 @@ def tlsSocket(
         context.load_cert_chain(identity.certPath, identity.keyPath)
     if raw is None:
         raw = socket.create_connection(("127.0.0.1", port), timeout=30)
-    return context.wrap_socket(raw, server_hostname=name)
+    return context.wrap_socket(
+        raw, server_hostname=name, suppress_ragged_eofs=suppressRaggedEOFs
+    )
 
 
 def test_requireRefusesWithoutCertificate(stack: dict[str, Any]) -> None:
@@ -886,6 +887,22 @@ def test_proxiedClient(stack: dict[str, Any]) -> None:
     assert headerValues(request, "X-Client-Port") == ["40123"]
 
 
+def frontConfig(server: Identity) -> str:
+    """
+    A listener and a route C{front} that ends TLS with C{server}'s
+    certificate, for the inner routes a test adds after it.
+    """
+    return f"""
+listen = ["tcp:{{port}}:interface=127.0.0.1"]
+
+[[routes]]
+name = "front"
+match.tls = {{}}
+tls.certificate = "{server.certPath}"
+tls.key = "{server.keyPath}"
+"""
+
+
 def test_innerRoutesByHost(keys: dict[str, Identity]) -> None:
     """
     Inside TLS, inner routes choose by HTTP host: one to the forwarder, one
@@ -894,15 +911,7 @@ def test_innerRoutesByHost(keys: dict[str, Identity]) -> None:
     first = RecordingServer("first")
     second = RecordingServer("second")
     server = keys["server"]
-    config = f"""
-listen = ["tcp:{{port}}:interface=127.0.0.1"]
-
-[[routes]]
-name = "front"
-match.tls = {{}}
-tls.certificate = "{server.certPath}"
-tls.key = "{server.keyPath}"
-
+    config = frontConfig(server) + f"""
 [[routes.routes]]
 name = "first"
 match.http.host = ["first.example"]
@@ -950,15 +959,7 @@ def test_relayEndsTLSCleanly(keys: dict[str, Identity]) -> None:
     """
     greeter = Greeter()
     server = keys["server"]
-    config = f"""
-listen = ["tcp:{{port}}:interface=127.0.0.1"]
-
-[[routes]]
-name = "front"
-match.tls = {{}}
-tls.certificate = "{server.certPath}"
-tls.key = "{server.keyPath}"
-
+    config = frontConfig(server) + f"""
 [[routes.routes]]
 name = "greeter"
 match.any = {{}}
@@ -966,12 +967,8 @@ backend = "tcp:127.0.0.1:{greeter.port}"
 """
     try:
         with runDemux(config) as demux:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-            raw = socket.create_connection(("127.0.0.1", demux.port), timeout=30)
-            with context.wrap_socket(
-                raw, server_hostname="demux.example.com", suppress_ragged_eofs=False
+            with tlsSocket(
+                demux.port, "demux.example.com", suppressRaggedEOFs=False
             ) as sock:
                 received = b""
                 while True:
@@ -994,19 +991,9 @@ def test_checkAndReload(keys: dict[str, Identity], tmp_path: Path) -> None:
 
     server = keys["server"]
     path = tmp_path / "demux.toml"
-    path.write_text(
-        f"""
-listen = ["tcp:4443"]
-[[routes]]
-name = "discovery"
-match.tls = {{}}
-tls.certificate = "{server.certPath}"
-tls.key = "{tmp_path / 'missing.pem'}"
-backend = "http://127.0.0.1:8443"
-"""
-    )
+    path.write_text(discoveryConfig(server.certPath, tmp_path / "missing.pem"))
     result = subprocess.run(
-        [*_twistd(), "demux", "--check", "--config", str(path)],
+        [*twistdCommand(), "demux", "--check", "--config", str(path)],
         capture_output=True,
         timeout=60,
         env={**os.environ, "PYTHONPATH": str(REPOSITORY)},
@@ -1015,12 +1002,6 @@ backend = "http://127.0.0.1:8443"
     assert result.returncode != 0
     assert f"route 'discovery': tls.key: cannot read '{tmp_path / 'missing.pem'}'" in output
     assert Options  # imported: the option parser exists
-
-
-def _twistd() -> list[str]:
-    from ._process import twistdCommand
-
-    return twistdCommand()
 
 
 # The real discovery server behind the preset.

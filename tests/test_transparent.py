@@ -214,9 +214,9 @@ class DialTests(SynchronousTestCase):
 
     def dial(
         self, source: TransparentSource, reactor: MemoryReactorClock, backend: str,
-        peer: Any,
+        peer: Any, failures: list[Any] | None = None,
     ) -> Any:
-        failures: list[Any] = []
+        failures = [] if failures is None else failures
         endpoint = TCP4ClientEndpoint(reactor, backend, 22)
         return source.dial(endpoint, peer, "ssh", None, failures.append, 5.0, reactor)
 
@@ -243,10 +243,8 @@ class DialTests(SynchronousTestCase):
         source = TransparentSource(maker)
         reactor = MemoryReactorClock()
         failures: list[Any] = []
-        endpoint = TCP4ClientEndpoint(reactor, "10.0.0.1", 22)
-        dial = source.dial(
-            endpoint, IPv4Address("TCP", "192.0.2.7", 4000), "ssh", None,
-            failures.append, 5.0, reactor,
+        dial = self.dial(
+            source, reactor, "10.0.0.1", IPv4Address("TCP", "192.0.2.7", 4000), failures
         )
         assert dial is not None
         dial.start()
@@ -266,10 +264,8 @@ class DialTests(SynchronousTestCase):
         source = TransparentSource(maker)
         reactor = MemoryReactorClock()
         failures: list[Any] = []
-        endpoint = TCP4ClientEndpoint(reactor, "10.0.0.1", 22)
-        dial = source.dial(
-            endpoint, IPv4Address("TCP", "192.0.2.7", 4000), "ssh", None,
-            failures.append, 5.0, reactor,
+        dial = self.dial(
+            source, reactor, "10.0.0.1", IPv4Address("TCP", "192.0.2.7", 4000), failures
         )
         assert dial is not None
         dial.start()

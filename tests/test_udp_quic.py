@@ -133,13 +133,12 @@ def test_newConnectionIDAfterMoveIsLost(servers: tuple[H3Server, H3Server]) -> N
             fetch(demux.port, "one.example", ["/", "/lost"], between=moveAndChange, timeout=6)
 
 
-def test_twoSitesBySNI(servers: tuple[H3Server, H3Server]) -> None:
+def bySNI(one: H3Server, two: H3Server) -> str:
     """
-    Two HTTP/3 servers with different certificates behind one UDP port,
-    routed by C{match.tls.sni} from the QUIC Initial.
+    A configuration that routes C{one.example} to C{one} and C{two.example}
+    to C{two} by the SNI of the QUIC Initial.
     """
-    one, two = servers
-    config = f"""
+    return f"""
 listen = ["udp:{{port}}:interface=127.0.0.1"]
 [[routes]]
 name = "one"
@@ -150,7 +149,14 @@ name = "two"
 match.tls.sni = ["two.example"]
 backend = "udp:127.0.0.1:{two.port}"
 """
-    for demux in udpDemux(config):
+
+
+def test_twoSitesBySNI(servers: tuple[H3Server, H3Server]) -> None:
+    """
+    Two HTTP/3 servers with different certificates behind one UDP port,
+    routed by C{match.tls.sni} from the QUIC Initial.
+    """
+    for demux in udpDemux(bySNI(*servers)):
         assert b"served by one.example" in fetch(demux.port, "one.example")[0]
         assert b"served by two.example" in fetch(demux.port, "two.example")[0]
         log = demux.log()
@@ -228,19 +234,7 @@ def test_twoInitialsReversed(servers: tuple[H3Server, H3Server]) -> None:
     A ClientHello that spans two Initial datagrams, the second arriving
     first, is routed by its SNI, and the server gets both.
     """
-    one, two = servers
-    config = f"""
-listen = ["udp:{{port}}:interface=127.0.0.1"]
-[[routes]]
-name = "one"
-match.tls.sni = ["one.example"]
-backend = "udp:127.0.0.1:{one.port}"
-[[routes]]
-name = "two"
-match.tls.sni = ["two.example"]
-backend = "udp:127.0.0.1:{two.port}"
-"""
-    for demux in udpDemux(config):
+    for demux in udpDemux(bySNI(*servers)):
         shim = ReversingShim(demux.port)
         try:
             page = fetch(shim.port, "two.example", alpn=LONG_ALPN)[0]

@@ -29,7 +29,13 @@ from .._interfaces import (
     Verdict,
 )
 from .._peek import DatagramPeek, Peek
-from ._options import hostnameMatches, logSafe, optionTable, stringList
+from ._options import (
+    hostnameMatches,
+    logSafe,
+    namedNumbers,
+    optionTable,
+    stringList,
+)
 
 TYPES: Final = {
     "A": 1,
@@ -53,6 +59,9 @@ TYPES: Final = {
     "CAA": 257,
 }
 """Record types the C{types} option can name (numbers work for any)."""
+
+#: The names by number, for describe(), made once.
+_TYPE_NAMES: Final = {number: name for name, number in TYPES.items()}
 
 _MAX_ADDITIONAL: Final = 2
 _MAX_NAME: Final = 255
@@ -199,29 +208,20 @@ class DNSMatcher:
         query = peek.parse(parseQuery)
         if not isinstance(query, DNSQuery):
             return "dns"
-        names = {number: name for name, number in TYPES.items()}
-        return f"dns={logSafe(query.name)} type={names.get(query.type, query.type)}"
+        return f"dns={logSafe(query.name)} type={_TYPE_NAMES.get(query.type, query.type)}"
 
 
 def _types(value: object) -> frozenset[int]:
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list | tuple) or not value:
-        raise MatcherConfigError(
-            f"dns.types must be a non-empty list of record types, not {value!r}"
-        )
-    types = set()
-    for item in value:
-        if isinstance(item, str) and item.upper() in TYPES:
-            types.add(TYPES[item.upper()])
-        elif isinstance(item, int) and not isinstance(item, bool) and 0 < item < 65536:
-            types.add(item)
-        else:
-            raise MatcherConfigError(
-                f"dns.types entry {item!r} is neither a record type name (such "
-                "as 'A' or 'AAAA') nor a number from 1 to 65535"
-            )
-    return frozenset(types)
+    return namedNumbers(
+        value,
+        "dns.types",
+        "record types",
+        TYPES,
+        65535,
+        "neither a record type name (such as 'A' or 'AAAA') nor a number "
+        "from 1 to 65535",
+        str.upper,
+    )
 
 
 def _names(value: object) -> tuple[str, ...]:

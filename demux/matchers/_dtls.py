@@ -18,7 +18,7 @@ from .._interfaces import (
 )
 from .._peek import DatagramPeek, Peek
 from .._tls import ClientHello, parseClientHello
-from ._options import logSafe, noOptions
+from ._options import helloNames, noOptions
 
 _DTLS_VERSIONS = {0xFEFF: "1.0", 0xFEFD: "1.2", 0xFEFC: "1.3"}
 
@@ -50,9 +50,7 @@ class DTLSMatcher:
             return "dtls"
         version = hello.highestVersion
         name = "-" if version is None else _DTLS_VERSIONS.get(version, f"0x{version:04x}")
-        sni = logSafe(hello.serverName) if hello.serverName else "-"
-        alpn = ",".join(logSafe(p) for p in hello.alpn) or "-"
-        return f"dtls={name} sni={sni} alpn={alpn}"
+        return f"dtls={name} {helloNames(hello)}"
 
 
 @provider(IMatcherFactory)

@@ -5,9 +5,10 @@ every matcher rejects a bad value with the same kind of sentence.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from .._errors import MatcherConfigError
+from .._tls import ClientHello
 
 
 def noOptions(options: object) -> None:
@@ -145,6 +146,38 @@ def intList(
     return tuple(dict.fromkeys(value))
 
 
+def namedNumbers(
+    value: object,
+    what: str,
+    plural: str,
+    names: Mapping[str, int],
+    maximum: int,
+    hint: str,
+    fold: Callable[[str], str] = str,
+) -> frozenset[int]:
+    """
+    A non-empty list of numbers from 1 to C{maximum} or their names in
+    C{names} (looked up after C{fold}), where one entry stands for a list of
+    one (C{types = ["A", 28]}); C{plural} and C{hint} say what they are in
+    the errors.
+    """
+    if isinstance(value, str | int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list | tuple) or not value:
+        raise MatcherConfigError(
+            f"{what} must be a non-empty list of {plural}, not {value!r}"
+        )
+    numbers = set()
+    for item in value:
+        if isinstance(item, str) and fold(item) in names:
+            numbers.add(names[fold(item)])
+        elif isinstance(item, int) and not isinstance(item, bool) and 0 < item <= maximum:
+            numbers.add(item)
+        else:
+            raise MatcherConfigError(f"{what} entry {item!r} is {hint}")
+    return frozenset(numbers)
+
+
 def choiceList(
     value: object, what: str, allowed: Collection[str]
 ) -> tuple[str, ...]:
@@ -158,6 +191,16 @@ def choiceList(
             known = ", ".join(repr(a) for a in allowed)
             raise MatcherConfigError(f"{what}: {word!r} is not one of {known}")
     return tuple(dict.fromkeys(words))
+
+
+def helloNames(hello: ClientHello) -> str:
+    """
+    C{sni=NAME alpn=P1,P2} for a log line or an explanation, each made
+    safe with L{logSafe}, C{-} for what the ClientHello does not carry.
+    """
+    sni = logSafe(hello.serverName) if hello.serverName else "-"
+    alpn = ",".join(logSafe(p) for p in hello.alpn) or "-"
+    return f"sni={sni} alpn={alpn}"
 
 
 def logSafe(text: str) -> str:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from attrs import frozen
 from zope.interface import implementer, provider
 
-from .._errors import MatcherConfigError
 from .._interfaces import (
     DATAGRAM_ONLY,
     MATCH,
@@ -28,7 +27,7 @@ from .._quic import (
     parseInitialDatagram,
     readLongHeader,
 )
-from ._options import logSafe, optionTable
+from ._options import helloNames, namedNumbers, optionTable
 
 _VERSIONS_BY_NAME = {name: number for number, name in VERSION_NAMES.items()}
 
@@ -65,7 +64,9 @@ class QUICMatcher:
             return NO_MATCH
         if not peek.datagrams:
             return NEED_MORE
-        header = readLongHeader(peek.data)
+        # Once per flow, however many quic routes ask (a datagram is whole,
+        # so the parse is final).
+        header = peek.parse(readLongHeader)
         if header is None:
             return NO_MATCH
         if self.versions is not None:
@@ -84,36 +85,19 @@ class QUICMatcher:
         if isinstance(peek, DatagramPeek):
             initial = peek.parseDatagrams(parseClientInitial)
             if isinstance(initial, ClientInitial):
-                hello = initial.clientHello
-                sni = logSafe(hello.serverName) if hello.serverName else "-"
-                alpn = ",".join(logSafe(p) for p in hello.alpn) or "-"
-                text += f" sni={sni} alpn={alpn}"
+                text += f" {helloNames(initial.clientHello)}"
         return text
 
 
 def _versions(value: object) -> frozenset[int]:
-    if isinstance(value, str | int) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, list | tuple) or not value:
-        raise MatcherConfigError(
-            f"quic.versions must be a non-empty list of versions, not {value!r}"
-        )
-    versions = set()
-    for version in value:
-        if isinstance(version, str) and version in _VERSIONS_BY_NAME:
-            versions.add(_VERSIONS_BY_NAME[version])
-        elif (
-            isinstance(version, int)
-            and not isinstance(version, bool)
-            and 0 < version < 2**32
-        ):
-            versions.add(version)
-        else:
-            raise MatcherConfigError(
-                f"quic.versions entry {version!r} is neither 'v1', 'v2' nor a "
-                "version number (1 to 0xffffffff)"
-            )
-    return frozenset(versions)
+    return namedNumbers(
+        value,
+        "quic.versions",
+        "versions",
+        _VERSIONS_BY_NAME,
+        2**32 - 1,
+        "neither 'v1', 'v2' nor a version number (1 to 0xffffffff)",
+    )
 
 
 @provider(IMatcherFactory)

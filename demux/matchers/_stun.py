@@ -45,6 +45,9 @@ METHODS: Final = {
 }
 """The STUN and TURN request methods the C{methods} option can name."""
 
+#: The names by number, for describe(), made once.
+_METHOD_NAMES: Final = {number: name for name, number in METHODS.items()}
+
 
 @frozen
 class STUNRequest:
@@ -135,8 +138,7 @@ class STUNMatcher:
         request = peek.parse(parseRequest)
         if not isinstance(request, STUNRequest):
             return "stun"
-        names = {number: name for name, number in METHODS.items()}
-        return f"stun={names.get(request.method, hex(request.method))}"
+        return f"stun={_METHOD_NAMES.get(request.method, hex(request.method))}"
 
 
 @provider(IMatcherFactory)

@@ -20,7 +20,7 @@ from .._interfaces import (
 )
 from .._peek import Peek
 from .._tls import TLS_VERSIONS, ClientHello, parseClientHello
-from ._options import hostnameMatches, logSafe, optionTable, stringList
+from ._options import helloNames, hostnameMatches, optionTable, stringList
 
 _VERSIONS_BY_NAME = {name: number for number, name in TLS_VERSIONS.items()}
 
@@ -108,10 +108,7 @@ class TLSMatcher:
         hello = peek.parse(parseClientHello)
         if not isinstance(hello, ClientHello):
             return "tls=?"
-        parts = [
-            f"sni={logSafe(hello.serverName) if hello.serverName else '-'}",
-            f"alpn={','.join(logSafe(p) for p in hello.alpn) or '-'}",
-        ]
+        parts = [helloNames(hello)]
         if self.versions is not None:
             parts.append(f"version={_versionName(_tlsVersion(hello))}")
         if self.ech is not None:

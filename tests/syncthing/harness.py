@@ -77,11 +77,15 @@ def requireBinary(name: str) -> str:
     pytest.skip(message)
 
 
-def _listeningPorts() -> set[int]:
+def listeningPorts(procNet: str = "/proc/net") -> set[int]:
+    """
+    The TCP ports something listens on, from the kernel's socket tables in
+    C{procNet} (C{/proc/PID/net} for those of process PID's namespace).
+    """
     ports = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    for table in ("tcp", "tcp6"):
         try:
-            lines = Path(table).read_text().splitlines()[1:]
+            lines = Path(f"{procNet}/{table}").read_text().splitlines()[1:]
         except OSError:
             continue
         for line in lines:
@@ -100,7 +104,7 @@ def waitForListening(port: int, process: ManagedProcess, timeout: float = 15.0) 
     would show up in the logs the tests count.
     """
     deadline = time.monotonic() + timeout
-    while port not in _listeningPorts():
+    while port not in listeningPorts():
         process.checkAlive()
         if time.monotonic() > deadline:
             raise AssertionError(
@@ -588,6 +592,37 @@ class SyncthingInstance:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             payload = response.read()
         return json.loads(payload) if payload.strip() else None
+
+    def shareFolder(
+        self, peer: SyncthingInstance, folderID: str, path: Path
+    ) -> None:
+        """
+        Through the REST API: know C{peer} by its device ID only (its
+        addresses come from global discovery), and share the folder
+        C{folderID} at C{path} with it.
+        """
+        self.rest(
+            "POST",
+            "/rest/config/devices",
+            {
+                "deviceID": peer.deviceID,
+                "name": peer.process.name,
+                "addresses": ["dynamic"],
+            },
+        )
+        self.rest(
+            "POST",
+            "/rest/config/folders",
+            {
+                "id": folderID,
+                "label": folderID,
+                "path": str(path),
+                "type": "sendreceive",
+                "devices": [{"deviceID": self.deviceID}, {"deviceID": peer.deviceID}],
+                "fsWatcherEnabled": False,
+                "rescanIntervalS": 3600,
+            },
+        )
 
     def waitForAPI(self, timeout: float = 30.0) -> None:
         """

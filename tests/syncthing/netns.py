@@ -39,6 +39,8 @@ from typing import TypeVar
 import attrs
 import pytest
 
+from . import harness
+
 T = TypeVar("T")
 
 PREFIX = "dmx-st-"
@@ -148,17 +150,7 @@ class Namespace:
         C{pid} (one of this namespace's), read from the kernel's socket
         table as that process sees it.
         """
-        ports = set()
-        for table in ("tcp", "tcp6"):
-            try:
-                lines = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
-            except OSError:
-                continue
-            for line in lines:
-                fields = line.split()
-                if fields[3] == "0A":  # TCP_LISTEN
-                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
-        return ports
+        return harness.listeningPorts(f"/proc/{pid}/net")
 
     def delete(self) -> None:
         """
