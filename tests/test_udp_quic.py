@@ -115,8 +115,11 @@ def test_newConnectionIDAfterMoveIsLost(servers: tuple[H3Server, H3Server]) -> N
     async def moveAndChange(client: H3Client, index: int) -> None:
         # aioquic switches only to an ID the server has issued: until the
         # NEW_CONNECTION_ID frames have come, change_connection_id() does
-        # nothing and the move alone succeeds (which once made this test
-        # pass by accident of timing).  Wait for one, and check the switch.
+        # nothing and the move alone succeeds.  Wait for one, and check the
+        # switch.  Switch before moving: a packet sent from the new port
+        # with the old ID (an ACK while the new socket is being set up)
+        # would rightly teach demux the new address, and the move would
+        # survive (both made this test pass by accident of timing).
         quic = client._quic
         for _ in range(150):
             if quic._peer_cid_available:
@@ -124,9 +127,9 @@ def test_newConnectionIDAfterMoveIsLost(servers: tuple[H3Server, H3Server]) -> N
             await asyncio.sleep(0.02)
         assert quic._peer_cid_available, "the server issued no spare connection ID"
         before = quic._peer_cid.cid
-        await client.rebind()
         client.change_connection_id()
         assert quic._peer_cid.cid != before
+        await client.rebind()
 
     for demux in udpDemux(config):
         with pytest.raises(TimeoutError):
