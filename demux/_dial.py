@@ -7,11 +7,12 @@ learns it finished on the turn after, so every routed connection waits two
 reactor turns (and four changes of its epoll registration) before its first
 byte can go to the backend.  On loopback, and often on a LAN, the handshake
 is over before C{connect()} returns: asking the socket once more tells, and
-then the backend's transport is made at once with the reactor's public
-L{IReactorSocket.adoptStreamConnection}.  Otherwise the socket waits for the
-reactor to report it writable, as C{connectTCP} would, under the same
-connect timeout.  Either way the backend protocol is the one C{connectTCP}
-would have built, so nothing after the connect differs.
+then the backend's transport is made at once, for that very socket
+(L{demux._twisted.connectedTransport}: what the reactor's public
+L{IReactorSocket.adoptStreamConnection} does, less its C{dup()}).  Otherwise
+the socket waits for the reactor to report it writable, as C{connectTCP}
+would, under the same connect timeout.  Either way the backend protocol is
+the one C{connectTCP} would have built, so nothing after the connect differs.
 
 Every way demux dials a backend is an L{IDialer}, chosen once per backend
 when the configuration loads (L{dialerFor}), whose attempts all look the
@@ -41,7 +42,7 @@ from twisted.internet.protocol import ClientFactory
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from ._twisted import TCP4Address, tcp4Address
+from ._twisted import TCP4Address, connectedTransport, tcp4Address
 
 _WAIT = (errno.EINPROGRESS, errno.EALREADY, errno.EWOULDBLOCK)
 
@@ -172,9 +173,14 @@ class SocketDial:
         self._stopWatching()
         self.state = "connected"
         self._socket = None
+        if sock.family == socket.AF_INET:
+            # The reactor's transport is made for this very socket, and the
+            # protocol's connectionMade runs before this returns.
+            connectedTransport(sock, self._address, self._factory, self._reactor)
+            return
         try:
-            # The reactor's transport gets its own descriptor for the socket,
-            # and the protocol's connectionMade runs before this returns.
+            # A transparent socket of another family: the reactor's public
+            # way, with a descriptor of its own.
             self._reactor.adoptStreamConnection(
                 sock.fileno(), sock.family, self._factory
             )

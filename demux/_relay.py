@@ -152,7 +152,14 @@ class _RelayEnd(Protocol):
             # Nothing more will come from this side: stop it being paused
             # and resumed as a producer (resuming would read EOF again).
             other.transport.unregisterProducer()
-            _twisted.loseWriteThrough(other.transport)
+            if other.readClosed and _twisted.plainSocket(other.transport):
+                # Both peers have ended their sending: the other end is done
+                # once its socket has sent what it holds, and closing it
+                # sends the FIN that shutting it down would have.
+                other.writeClosed = True
+                _twisted.closeDone(other.transport)
+            else:
+                _twisted.loseWriteThrough(other.transport)
         self._closeIfDone()
 
     def writeConnectionLost(self) -> None:
@@ -160,8 +167,8 @@ class _RelayEnd(Protocol):
         self._closeIfDone()
 
     def _closeIfDone(self) -> None:
-        if self.readClosed and self.writeClosed:
-            self.transport.loseConnection()
+        if self.readClosed and self.writeClosed and not self.lost:
+            _twisted.closeDone(self.transport)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.lost = True

@@ -15,6 +15,11 @@ exists:
     splice relay drives its socket, and its C{connectionLost}, called once
     the relay gives the socket back, so that a spliced connection ends
     through the same code as any other;
+  - C{tcp.Server}'s constructor, its C{repstr} and C{_shouldShutdown}: to
+    make a backend's transport from the socket that was dialled (what
+    C{adoptStreamConnection} does, less a C{dup()}, a C{getpeername()}, a
+    C{getsockname()} and a C{close()}), and to close a socket already shut
+    both ways without shutting it down a second time;
   - C{TCP4ClientEndpoint}'s C{_reactor}, C{_host}, C{_port} and
     C{_bindAddress}: read once, when the configuration loads, to dial a
     backend without the endpoint's wrapping protocol and Deferreds;
@@ -37,7 +42,7 @@ from typing import Any
 
 from attrs import frozen
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import tcp
+from twisted.internet import address, tcp
 from twisted.internet.abstract import isIPAddress as isIPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import (
@@ -46,6 +51,7 @@ from twisted.internet.endpoints import (
     _SystemdParser,
 )
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IProtocolFactory
 from twisted.python.failure import Failure
 
 INTERNALS: dict[str, tuple[str, ...]] = {
@@ -66,6 +72,7 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "doWrite",
         "connectionLost",
     ),
+    "twisted.internet.tcp.Server": ("repstr", "_shouldShutdown"),
     "twisted.internet.endpoints.TCP4ClientEndpoint": (
         "_reactor",
         "_host",
@@ -223,6 +230,72 @@ def endAsDone(transport: Any) -> None:
     """
     if not transport.disconnected:
         transport.connectionLost(Failure(ConnectionDone()))
+
+
+def connectedTransport(
+    sock: Any, peer: tuple[str, int], factory: IProtocolFactory, reactor: Any
+) -> Any:
+    """
+    Make the reactor's transport for C{sock}, a TCP socket over IPv4 that
+    this process connected to C{peer} itself, with a protocol from
+    C{factory} connected to it; L{None} if the factory built none (the
+    socket is then closed).
+
+    This is what C{IReactorSocket.adoptStreamConnection} does with a
+    descriptor, without what it needs only because it is given one: a
+    C{dup()} of it (and the C{close()} of the original), and a
+    C{getpeername()} and a C{getsockname()} to learn what the dialler knew.
+    """
+    protocol = factory.buildProtocol(address.IPv4Address("TCP", *peer))
+    if protocol is None:
+        sock.close()
+        return None
+    transport = tcp.Server(sock, protocol, peer, None, peer[1], reactor)
+    transport.repstr = f"<{protocol.__class__.__name__} #{peer[1]} to {peer[0]}>"
+    protocol.makeConnection(transport)
+    return transport
+
+
+_DONE = Failure(ConnectionDone())
+"""
+The reason every orderly close of L{closeDone} gives, made once, as the
+reactor makes its own (C{_disconnectSelectable}'s): a L{Failure} costs more
+to make than the rest of the close.
+"""
+
+
+def closeWithoutShutdown(transport: Any) -> None:
+    """
+    When C{transport} closes, close its socket without C{shutdown()} first:
+    both of its directions are already done (its peer's end read, its own
+    sending side shut), so that call would only cost a system call.
+    """
+    transport._shouldShutdown = False
+
+
+def closeDone(transport: Any) -> None:
+    """
+    Close C{transport}, whose peer has ended its sending; if it is a plain
+    socket's:
+    at once, with a bare C{close()} (which sends the FIN itself), when it
+    has nothing left to send; otherwise with C{loseConnection()}, which
+    sends what is left first (as any other transport is closed).
+
+    Twisted would shut the socket's sending side down, tell the protocol,
+    then shut it down both ways and close it on the reactor's next turn,
+    with a new L{Failure} for the reason: three system calls and a turn
+    more for the same FIN.
+    """
+    if plainSocket(transport) and (
+        transport._writeDisconnected or idleSocket(transport)
+    ):
+        transport._shouldShutdown = False
+        if not transport.disconnecting and transport.connected:
+            transport.stopReading()
+            transport.stopWriting()
+            transport.connectionLost(_DONE)
+            return
+    transport.loseConnection()
 
 
 # Endpoints.

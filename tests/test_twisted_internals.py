@@ -19,8 +19,10 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints, tcp
 from twisted.internet.base import ReactorBase
 from twisted.internet.endpoints import TCP4ClientEndpoint
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from demux import _twisted
@@ -53,9 +55,31 @@ def _samples() -> dict[str, list[Any]]:
         "twisted.application.internet.StreamServerEndpointService": [service],
         "twisted.internet.base.ReactorBase": [ReactorBase],
     }
+    server, peer = _connectedPair()
+    transport = _twisted.connectedTransport(
+        peer, server.getsockname(), Factory.forProtocol(Protocol), reactor
+    )
+    samples["twisted.internet.tcp.Server"] = [transport]
     a.close()
     b.close()
+    server.close()
+    peer.close()
     return samples
+
+
+def _connectedPair() -> tuple[socket.socket, socket.socket]:
+    """
+    Two ends of a real TCP connection over IPv4 loopback: the accepted one,
+    and the one that connected.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    peer = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    listener.close()
+    peer.setblocking(False)
+    return server, peer
 
 
 class InternalsTests(SynchronousTestCase):
@@ -105,6 +129,63 @@ class InternalsTests(SynchronousTestCase):
         self.assertEqual(_twisted.pendingLength(connection), 0)
         _twisted.writeThrough(connection, b"now")
         self.assertEqual(b.recv(10), b"now")
+
+    def test_connectedTransport(self) -> None:
+        """
+        L{_twisted.connectedTransport} makes a working transport for a
+        socket that was connected by hand, with its protocol connected, the
+        dialled address as its peer, and writes reaching the other end; once
+        told it is done both ways, it closes without a C{shutdown()}, and the
+        other end still sees an orderly end.
+        """
+        reactor = MemoryReactorClock()
+        accepted, dialled = _connectedPair()
+        self.addCleanup(accepted.close)
+        made: list[Protocol] = []
+
+        class Remembering(Protocol):
+            def connectionMade(self) -> None:
+                made.append(self)
+
+        peer = accepted.getsockname()
+        transport = _twisted.connectedTransport(
+            dialled, peer, Factory.forProtocol(Remembering), reactor
+        )
+        self.assertEqual(len(made), 1)
+        self.assertIs(made[0].transport, transport)
+        self.assertEqual(
+            (transport.getPeer().host, transport.getPeer().port), peer
+        )
+        self.assertIn(transport, reactor.getReaders())
+        _twisted.writeThrough(transport, b"hello")
+        self.assertEqual(accepted.recv(10), b"hello")
+        self.assertIn("Remembering", repr(transport))
+        _twisted.closeWithoutShutdown(transport)
+        transport.loseConnection()
+        transport.doWrite()
+        transport.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(accepted.recv(10), b"")
+        self.assertEqual(dialled.fileno(), -1)
+
+    def test_connectedTransportRefused(self) -> None:
+        """
+        When the factory builds no protocol, the socket is closed and there
+        is no transport.
+        """
+        accepted, dialled = _connectedPair()
+        self.addCleanup(accepted.close)
+
+        class Refusing(Factory):
+            def buildProtocol(self, addr: object) -> None:
+                return None
+
+        self.assertIsNone(
+            _twisted.connectedTransport(
+                dialled, accepted.getsockname(), Refusing(), MemoryReactorClock()
+            )
+        )
+        self.assertEqual(dialled.fileno(), -1)
+        self.assertEqual(accepted.recv(10), b"")
 
     def test_endpointAddress(self) -> None:
         """
