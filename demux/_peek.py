@@ -127,7 +127,7 @@ class DatagramPeek(Peek):
         this view; for L{demux.parseClientHello}, the ClientHello that the
         flow's QUIC Initial packets or DTLS records carry.
         """
-        from ._tls import parseClientHello
+        from ._clienthello import parseClientHello
 
         if parser is parseClientHello:
             from ._datagram import datagramClientHello

@@ -11,14 +11,14 @@ from attrs import field, frozen
 from twisted.internet.interfaces import IAddress, IReactorTime
 from zope.interface import implementer
 
+from ._clienthello import ClientHello, parseClientHello
 from ._errors import ConfigError
-from ._http import RequestHead, parseRequestHead
+from ._httphead import RequestHead, parseRequestHead
 from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, ITarget, Verdict
 from ._log import Decided
 from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._proxyheader import ProxyInfo
-from ._tls import ClientHello, parseClientHello
 
 DEFAULT_INSPECT_DELAY = 5.0
 DEFAULT_MAX_PEEK = 16 * 1024
