@@ -27,8 +27,8 @@ from ._clienthello import (
     ClientHello,
     parseHandshakeMessage,
 )
-from ._interfaces import Verdict
 from ._quic import assembleStream
+from ._verdict import Verdict
 
 _HANDSHAKE: Final = 22
 _CLIENT_HELLO: Final = 1

@@ -4,14 +4,21 @@ The contracts between the parts of demux.
 A matcher is a pure function of the bytes a client has sent so far; a matcher
 factory builds one from the value a user wrote under C{match.NAME} in the
 configuration; a target is what a decided connection is handed to.
+
+The verdicts a matcher answers with are named here too; they are made in
+L{demux._verdict}, below the parsers and L{Peek} that speak them as well.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import TYPE_CHECKING, Final
 
 from zope.interface import Attribute, Interface
+
+from ._verdict import MATCH as MATCH
+from ._verdict import NEED_MORE as NEED_MORE
+from ._verdict import NO_MATCH as NO_MATCH
+from ._verdict import Verdict as Verdict
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport
@@ -19,25 +26,6 @@ if TYPE_CHECKING:
 
     from ._peek import Peek
     from ._routes import ConnectionInfo
-
-
-class Verdict(enum.Enum):
-    """
-    What a matcher says of the bytes seen so far.
-
-    @cvar MATCH: these bytes are the matcher's protocol (and fit its options).
-    @cvar NO_MATCH: no continuation of these bytes can match.
-    @cvar NEED_MORE: more bytes could change the answer either way.
-    """
-
-    MATCH = "match"
-    NO_MATCH = "no match"
-    NEED_MORE = "need more"
-
-
-MATCH = Verdict.MATCH
-NO_MATCH = Verdict.NO_MATCH
-NEED_MORE = Verdict.NEED_MORE
 
 
 class IMatcher(Interface):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from ._interfaces import NEED_MORE
+from ._verdict import NEED_MORE
 
 T = TypeVar("T")
 

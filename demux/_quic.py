@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ._clienthello import MAX_CLIENT_HELLO_LENGTH, ClientHello, parseHandshakeMessage
-from ._interfaces import Verdict
+from ._verdict import Verdict
 
 QUIC_V1: Final = 0x00000001
 """QUIC version 1 (RFC 9000)."""
