@@ -23,6 +23,7 @@ from ._interfaces import (
     MATCH,
     NEED_MORE,
     NO_MATCH,
+    ConnectionInfo,
     IMatcher,
     IMatcherFactory,
     ITarget,
@@ -35,7 +36,6 @@ from ._plugins import ENTRY_POINT_GROUP, findMatcherFactory, matcherFactories
 from ._protocol import DemuxFactory, DemuxProtocol
 from ._routes import (
     AllOf,
-    ConnectionInfo,
     Decision,
     Route,
     RouteTable,
