@@ -7,6 +7,7 @@ or handed to an in-process protocol.  See the documentation for the
 configuration file, writing a matcher plugin, and embedding demux.
 """
 
+from ._clienthello import ClientHello, isGrease, parseClientHello
 from ._config import Config, configFromDict, loadConfig, routeFromArgument
 from ._errors import (
     ConfigError,
@@ -17,11 +18,12 @@ from ._errors import (
 )
 from ._forward import HTTPForwardTarget
 from ._health import HealthCheck, HealthService, IHealthCheck, checkForMatch
-from ._http import RequestHead, parseRequestHead
+from ._httphead import RequestHead, parseRequestHead
 from ._interfaces import (
     MATCH,
     NEED_MORE,
     NO_MATCH,
+    ConnectionInfo,
     IMatcher,
     IMatcherFactory,
     ITarget,
@@ -34,7 +36,6 @@ from ._plugins import ENTRY_POINT_GROUP, findMatcherFactory, matcherFactories
 from ._protocol import DemuxFactory, DemuxProtocol
 from ._routes import (
     AllOf,
-    ConnectionInfo,
     Decision,
     Route,
     RouteTable,
@@ -43,7 +44,6 @@ from ._routes import (
 )
 from ._targets import Backend, BackendTarget, LocalTarget
 from ._terminate import RoutesTarget, ServerTLSOptions, TLSTarget
-from ._tls import ClientHello, isGrease, parseClientHello
 
 __all__ = [
     "AllOf",

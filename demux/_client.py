@@ -25,7 +25,7 @@ from ._proxyheader import (
 )
 
 if TYPE_CHECKING:
-    from ._routes import ConnectionInfo
+    from ._interfaces import ConnectionInfo
 
 PASS: Literal["pass"] = "pass"
 """

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ._clienthello import ClientHello
 from ._dtls import parseDTLSClientHello
-from ._interfaces import Verdict
 from ._quic import ClientInitial, isLongHeader, parseClientInitial
-from ._tls import ClientHello
+from ._verdict import Verdict
 
 
 def datagramClientHello(

@@ -1,7 +1,7 @@
 """
 A DTLS client's ClientHello (DTLS 1.2, RFC 6347, and DTLS 1.3, RFC 9147),
 put back together from the handshake fragments of a flow's datagrams and
-parsed by the one ClientHello parser (L{demux._tls}).
+parsed by the one ClientHello parser (L{demux._clienthello}).
 
 A DTLS record has a 13-byte header (content type 22 for a handshake,
 version C{0xfeff} or C{0xfefd}, a 2-byte epoch, which is 0 before any key
@@ -22,9 +22,13 @@ from typing import Final, Literal
 
 from attrs import frozen
 
-from ._interfaces import Verdict
+from ._clienthello import (
+    MAX_DTLS_CLIENT_HELLO_LENGTH,
+    ClientHello,
+    parseHandshakeMessage,
+)
 from ._quic import assembleStream
-from ._tls import MAX_DTLS_CLIENT_HELLO_LENGTH, ClientHello, parseHandshakeMessage
+from ._verdict import Verdict
 
 _HANDSHAKE: Final = 22
 _CLIENT_HELLO: Final = 1

@@ -17,11 +17,11 @@ from typing import Any
 from attrs import field, frozen
 
 from ._capture import Capture
-from ._http import RequestHead, RequestLine, parseRequestHead, parseRequestLine
+from ._clienthello import TLS_VERSIONS, ClientHello, parseClientHello
+from ._httphead import RequestHead, RequestLine, parseRequestHead, parseRequestLine
 from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, Verdict
 from ._peek import Peek
 from ._routes import AllOf, Decision, IPAddress, Route, RouteTable, decide
-from ._tls import TLS_VERSIONS, ClientHello, parseClientHello
 from .matchers._options import helloNames, logSafe
 from .matchers._prefix import PrefixMatcher
 from .matchers._tls import TLSMatcher

@@ -72,8 +72,7 @@ from ._httpframing import (
     HeadEvent,
     MessageReader,
 )
-from ._interfaces import ITarget
-from ._routes import ConnectionInfo
+from ._interfaces import ConnectionInfo, ITarget
 
 log = Logger(namespace="demux")
 

@@ -5,7 +5,7 @@ nothing more.
 
 It is sans-I/O (bytes in, events out) so that any split of the same bytes
 gives the same events, which a property test pins.  It is stricter than
-L{demux._http}'s head parser, which may accept a bare LF because it only
+L{demux._httphead}'s head parser, which may accept a bare LF because it only
 routes: here the bytes are forwarded to a server that may read them another
 way, so every ambiguity that lets two parties see two different message
 boundaries is an error (RFC 9112 section 11.2, "request smuggling"):

@@ -3,41 +3,37 @@ The contracts between the parts of demux.
 
 A matcher is a pure function of the bytes a client has sent so far; a matcher
 factory builds one from the value a user wrote under C{match.NAME} in the
-configuration; a target is what a decided connection is handed to.
+configuration; a target is what a decided connection is handed to, with the
+L{ConnectionInfo} that says whose it is.
+
+The verdicts a matcher answers with are named here too; they are made in
+L{demux._verdict}, below the parsers and L{Peek} that speak them as well, so
+that the contracts can name the types of their arguments without an import
+coming back.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import TYPE_CHECKING, Final
 
+from attrs import field, frozen
+from twisted.internet.interfaces import IAddress, IReactorTime
 from zope.interface import Attribute, Interface
+
+from ._clienthello import ClientHello, parseClientHello
+from ._httphead import RequestHead, parseRequestHead
+from ._log import Decided
+from ._observer import IConnectionObserver, NullObserver
+from ._peek import Peek
+from ._proxyheader import ProxyInfo
+from ._verdict import MATCH as MATCH
+from ._verdict import NEED_MORE as NEED_MORE
+from ._verdict import NO_MATCH as NO_MATCH
+from ._verdict import Verdict as Verdict
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import ITransport
     from twisted.internet.protocol import Protocol
-
-    from ._peek import Peek
-    from ._routes import ConnectionInfo
-
-
-class Verdict(enum.Enum):
-    """
-    What a matcher says of the bytes seen so far.
-
-    @cvar MATCH: these bytes are the matcher's protocol (and fit its options).
-    @cvar NO_MATCH: no continuation of these bytes can match.
-    @cvar NEED_MORE: more bytes could change the answer either way.
-    """
-
-    MATCH = "match"
-    NO_MATCH = "no match"
-    NEED_MORE = "need more"
-
-
-MATCH = Verdict.MATCH
-NO_MATCH = Verdict.NO_MATCH
-NEED_MORE = Verdict.NEED_MORE
 
 
 class IMatcher(Interface):
@@ -123,6 +119,86 @@ def transportsOf(factory: object) -> frozenset[str]:
     if transports is None:
         return frozenset({STREAM})
     return frozenset(transports)
+
+
+@frozen
+class ConnectionInfo:
+    """
+    What a target is told about a connection it takes over: who the client
+    is, as one value that every target, log line and metric reads.
+
+    What the peek learned (L{sni}, L{alpn}, L{httpHost}, L{authority}) is
+    computed only when a target asks, from the parses the matchers already
+    share on L{peek}: a connection whose target asks nothing pays nothing.
+
+    @ivar clock: the reactor's clock, for the target's timers.
+    @ivar peer: the client's address (as a PROXY header gave it, on a
+        listener that expects one).
+    @ivar host: the address the client connected to, likewise.
+    @ivar route: the name of the route the connection took.
+    @ivar observer: told what happens to the connection (metrics).
+    @ivar logConnections: whether to log a line when the connection ends.
+    @ivar peek: the bytes the connection was decided on (after any PROXY
+        header), with their shared parses.
+    @ivar decided: how the connection was routed, for the target to log
+        when the connection ends, if the decision had no line of its own
+        (C{log_decisions = false}); L{None} otherwise.
+    @ivar proxyHeader: the PROXY header the connection started with, on a
+        listener that expects one (its raw bytes are C{proxyHeader.header},
+        for passing it on); L{None} on other listeners.
+    """
+
+    clock: IReactorTime
+    peer: IAddress
+    host: IAddress | None
+    route: str
+    observer: IConnectionObserver = field(factory=NullObserver)
+    logConnections: bool = True
+    peek: Peek = field(factory=Peek, eq=False, repr=False)
+    proxyHeader: ProxyInfo | None = None
+    decided: Decided | None = None
+
+    @property
+    def clientHello(self) -> ClientHello | None:
+        """
+        The TLS ClientHello the connection started with, if it did.
+        """
+        hello = self.peek.parse(parseClientHello)
+        return hello if isinstance(hello, ClientHello) else None
+
+    @property
+    def sni(self) -> str | None:
+        """
+        The server name the client asked for in its ClientHello, if any.
+        """
+        hello = self.clientHello
+        return hello.serverName if hello is not None else None
+
+    @property
+    def alpn(self) -> tuple[str, ...]:
+        """
+        The ALPN protocols the ClientHello offered, in the client's order
+        (latin-1, so that C{encode("latin-1")} gives the wire bytes).
+        """
+        hello = self.clientHello
+        return hello.alpn if hello is not None else ()
+
+    @property
+    def httpHost(self) -> str | None:
+        """
+        The host (without a port, lowercased) of the HTTP/1.x request the
+        connection started with, if its head was all in the peek.
+        """
+        head = self.peek.parse(parseRequestHead)
+        return head.host if isinstance(head, RequestHead) else None
+
+    @property
+    def authority(self) -> str | None:
+        """
+        The name the client was trying to reach: its SNI, or else its HTTP
+        host; what PROXY v2's C{PP2_TYPE_AUTHORITY} carries.
+        """
+        return self.sni or self.httpHost
 
 
 class ITarget(Interface):

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
-from ._interfaces import NEED_MORE
+from ._verdict import NEED_MORE
 
 T = TypeVar("T")
 
@@ -127,7 +127,7 @@ class DatagramPeek(Peek):
         this view; for L{demux.parseClientHello}, the ClientHello that the
         flow's QUIC Initial packets or DTLS records carry.
         """
-        from ._tls import parseClientHello
+        from ._clienthello import parseClientHello
 
         if parser is parseClientHello:
             from ._datagram import datagramClientHello

@@ -23,10 +23,11 @@ from zope.interface import implementer
 
 from . import _log
 from ._addresses import ipOf, peerText
+from ._interfaces import ConnectionInfo
 from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
 from ._proxyheader import InvalidProxyHeader, ProxyInfo, headerLength, parseHeader
-from ._routes import ConnectionInfo, Decision, IPAddress, RouteTable, decide
+from ._routes import Decision, IPAddress, RouteTable, decide
 from ._targets import IRefusingTarget, localFactories
 
 log = Logger(namespace="demux")

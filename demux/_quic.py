@@ -8,7 +8,8 @@ Connection ID, so that a middlebox can read the TLS ClientHello they carry
 in CRYPTO frames.  L{parseInitialDatagram} decrypts the Initial packets of
 one datagram; L{parseClientInitial} puts the CRYPTO stream of a flow's
 datagrams back together, in any order and with gaps, and hands the
-ClientHello at its offset 0 to the one ClientHello parser (L{demux._tls}).
+ClientHello at its offset 0 to the one ClientHello parser
+(L{demux._clienthello}).
 
 Nothing here raises for what a client sends: every way a datagram can fail
 to be a client Initial is a L{NotClientInitial} with a reason, and a flow
@@ -30,8 +31,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from ._interfaces import Verdict
-from ._tls import MAX_CLIENT_HELLO_LENGTH, ClientHello, parseHandshakeMessage
+from ._clienthello import MAX_CLIENT_HELLO_LENGTH, ClientHello, parseHandshakeMessage
+from ._verdict import Verdict
 
 QUIC_V1: Final = 0x00000001
 """QUIC version 1 (RFC 9000)."""

@@ -39,7 +39,7 @@ from ._client import SendProxy, proxyHeaderFor
 from ._dial import IAttempt, IDialer
 
 if TYPE_CHECKING:
-    from ._routes import ConnectionInfo
+    from ._interfaces import ConnectionInfo
     from ._transparent import TransparentSource
 
 

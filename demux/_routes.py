@@ -8,17 +8,11 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 
 from attrs import field, frozen
-from twisted.internet.interfaces import IAddress, IReactorTime
 from zope.interface import implementer
 
 from ._errors import ConfigError
-from ._http import RequestHead, parseRequestHead
 from ._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, ITarget, Verdict
-from ._log import Decided
-from ._observer import IConnectionObserver, NullObserver
 from ._peek import Peek
-from ._proxyheader import ProxyInfo
-from ._tls import ClientHello, parseClientHello
 
 DEFAULT_INSPECT_DELAY = 5.0
 DEFAULT_MAX_PEEK = 16 * 1024
@@ -171,86 +165,6 @@ class RouteTable:
             if route.name == name:
                 return route
         return None
-
-
-@frozen
-class ConnectionInfo:
-    """
-    What a target is told about a connection it takes over: who the client
-    is, as one value that every target, log line and metric reads.
-
-    What the peek learned (L{sni}, L{alpn}, L{httpHost}, L{authority}) is
-    computed only when a target asks, from the parses the matchers already
-    share on L{peek}: a connection whose target asks nothing pays nothing.
-
-    @ivar clock: the reactor's clock, for the target's timers.
-    @ivar peer: the client's address (as a PROXY header gave it, on a
-        listener that expects one).
-    @ivar host: the address the client connected to, likewise.
-    @ivar route: the name of the route the connection took.
-    @ivar observer: told what happens to the connection (metrics).
-    @ivar logConnections: whether to log a line when the connection ends.
-    @ivar peek: the bytes the connection was decided on (after any PROXY
-        header), with their shared parses.
-    @ivar decided: how the connection was routed, for the target to log
-        when the connection ends, if the decision had no line of its own
-        (C{log_decisions = false}); L{None} otherwise.
-    @ivar proxyHeader: the PROXY header the connection started with, on a
-        listener that expects one (its raw bytes are C{proxyHeader.header},
-        for passing it on); L{None} on other listeners.
-    """
-
-    clock: IReactorTime
-    peer: IAddress
-    host: IAddress | None
-    route: str
-    observer: IConnectionObserver = field(factory=NullObserver)
-    logConnections: bool = True
-    peek: Peek = field(factory=Peek, eq=False, repr=False)
-    proxyHeader: ProxyInfo | None = None
-    decided: Decided | None = None
-
-    @property
-    def clientHello(self) -> ClientHello | None:
-        """
-        The TLS ClientHello the connection started with, if it did.
-        """
-        hello = self.peek.parse(parseClientHello)
-        return hello if isinstance(hello, ClientHello) else None
-
-    @property
-    def sni(self) -> str | None:
-        """
-        The server name the client asked for in its ClientHello, if any.
-        """
-        hello = self.clientHello
-        return hello.serverName if hello is not None else None
-
-    @property
-    def alpn(self) -> tuple[str, ...]:
-        """
-        The ALPN protocols the ClientHello offered, in the client's order
-        (latin-1, so that C{encode("latin-1")} gives the wire bytes).
-        """
-        hello = self.clientHello
-        return hello.alpn if hello is not None else ()
-
-    @property
-    def httpHost(self) -> str | None:
-        """
-        The host (without a port, lowercased) of the HTTP/1.x request the
-        connection started with, if its head was all in the peek.
-        """
-        head = self.peek.parse(parseRequestHead)
-        return head.host if isinstance(head, RequestHead) else None
-
-    @property
-    def authority(self) -> str | None:
-        """
-        The name the client was trying to reach: its SNI, or else its HTTP
-        host; what PROXY v2's C{PP2_TYPE_AUTHORITY} carries.
-        """
-        return self.sni or self.httpHost
 
 
 @frozen

@@ -35,7 +35,7 @@ from ._interfaces import ITarget
 from ._relay import DEFAULT_CONNECT_TIMEOUT, DEFAULT_LINGER, RelaySession
 
 if TYPE_CHECKING:
-    from ._routes import ConnectionInfo
+    from ._interfaces import ConnectionInfo
     from ._transparent import TransparentSource
 
 

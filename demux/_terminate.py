@@ -39,8 +39,8 @@ from zope.interface import implementer
 
 from ._addresses import peerText
 from ._errors import ConfigError
-from ._interfaces import ITarget
-from ._routes import ConnectionInfo, RouteTable
+from ._interfaces import ConnectionInfo, ITarget
+from ._routes import RouteTable
 from ._targets import IInnerTargets
 
 log = Logger(namespace="demux")

@@ -90,7 +90,7 @@ def backendAddress(endpoint: object) -> Address:
 
 def clientAddress(peer: IAddress) -> Address | None:
     """
-    The client's address to bind, from L{demux._routes.ConnectionInfo.peer}
+    The client's address to bind, from L{demux.ConnectionInfo.peer}
     (an IPv4 client of an IPv6 socket, C{::ffff:192.0.2.7}, as IPv4); or
     L{None} for a client with no IP address (a UNIX socket).
     """

@@ -14,8 +14,8 @@ from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
 from ._errors import ConfigError
-from ._interfaces import IMatcherFactory, ITarget
-from ._routes import ConnectionInfo, Route, RouteTable
+from ._interfaces import ConnectionInfo, IMatcherFactory, ITarget
+from ._routes import Route, RouteTable
 from ._udp import (
     DEFAULT_MAX_FLOW_DATAGRAMS,
     DEFAULT_MAX_FLOWS,

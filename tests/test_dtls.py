@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
 from demux import MATCH, NEED_MORE, NO_MATCH, DatagramPeek, Peek, parseClientHello
+from demux._clienthello import ClientHello
 from demux._dtls import HelloFragments, parseDTLSClientHello, parseHelloDatagram
-from demux._tls import ClientHello
 from demux.matchers import dtlsFactory, quicFactory, tlsFactory
 
 from ._datagrams import captureDatagrams, have

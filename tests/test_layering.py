@@ -6,8 +6,7 @@ The rules between demux's parts, read from the code's imports with C{ast}:
   - no two demux modules import each other, however indirectly: counting
     imports at module level, inside functions (made lazily to dodge a
     cycle) and under C{TYPE_CHECKING} (which hide a cycle from the
-    interpreter, not from a reader), except for the few annotation-only
-    edges listed in L{ANNOTATION_ONLY}.
+    interpreter, not from a reader), with no exception.
 """
 
 from __future__ import annotations
@@ -21,13 +20,6 @@ from twisted.trial.unittest import SynchronousTestCase
 import demux
 
 PACKAGE = Path(demux.__file__).parent
-
-# Edges that exist only under TYPE_CHECKING and are allowed to close a
-# circle: the contracts name the types of their own arguments.
-ANNOTATION_ONLY = {
-    ("demux._interfaces", "demux._peek"),
-    ("demux._interfaces", "demux._routes"),
-}
 
 # What deciding may never reach.
 TRANSPORTS = {
@@ -182,16 +174,11 @@ class LayeringTests(SynchronousTestCase):
     def test_noCycles(self) -> None:
         """
         No import cycle among demux's modules, lazy and annotation-only
-        imports included (but for L{ANNOTATION_ONLY}).
+        imports included.
         """
         graph = importGraph()
         demuxOnly = {
-            name: {
-                t
-                for t, onlyTyping in edges.items()
-                if t in graph and not (onlyTyping and (name, t) in ANNOTATION_ONLY)
-            }
-            for name, edges in graph.items()
+            name: {t for t in edges if t in graph} for name, edges in graph.items()
         }
         found = cycles(demuxOnly)
         described = [

@@ -594,8 +594,8 @@ class LazyTests(SynchronousTestCase):
         connection: a target that asks nothing leaves the ClientHello and
         the HTTP head unparsed (the route's matcher here parses neither).
         """
-        from demux._http import parseRequestHead
-        from demux._tls import parseClientHello
+        from demux._clienthello import parseClientHello
+        from demux._httphead import parseRequestHead
 
         seen: list[ConnectionInfo] = []
 

@@ -20,6 +20,7 @@ from demux import (
     parseClientHello,
     transportsOf,
 )
+from demux._clienthello import ClientHello
 from demux._quic import (
     MALFORMED,
     NOT_INITIAL,
@@ -39,7 +40,6 @@ from demux._quic import (
     readLongHeader,
     readShortHeaderDestination,
 )
-from demux._tls import ClientHello
 from demux.matchers import quicFactory, tlsFactory
 
 from ._corpus import FILES

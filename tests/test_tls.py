@@ -1,6 +1,6 @@
 """
-Tests for L{demux._tls}, the shared ClientHello parser, and for the C{tls}
-matcher built on it.
+Tests for L{demux._clienthello}, the shared ClientHello parser, and for the
+C{tls} matcher built on it.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from demux._errors import MatcherConfigError
-from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcherFactory, Verdict
-from demux._peek import Peek
-from demux._plugins import matcherFactories
-from demux._tls import (
+from demux._clienthello import (
     MAX_CLIENT_HELLO_LENGTH,
     ClientHello,
     isGrease,
     parseClientHello,
 )
+from demux._errors import MatcherConfigError
+from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcherFactory, Verdict
+from demux._peek import Peek
+from demux._plugins import matcherFactories
 from demux.matchers._tls import tlsFactory
 from demux.testing import assertConsistent, clientHello, verdictOf
 

@@ -37,10 +37,10 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from demux import ConnectionInfo
 from demux._config import configFromDict
 from demux._errors import ConfigError
 from demux._plugins import matcherFactories
-from demux._routes import ConnectionInfo
 from demux._targets import BackendTarget
 from demux._transparent import (
     DEFAULT_MARK,

@@ -7,6 +7,7 @@ from __future__ import annotations
 from attrs import frozen
 from zope.interface import implementer, provider
 
+from .._clienthello import ClientHello, parseClientHello
 from .._interfaces import (
     DATAGRAM_ONLY,
     MATCH,
@@ -17,7 +18,6 @@ from .._interfaces import (
     Verdict,
 )
 from .._peek import DatagramPeek, Peek
-from .._tls import ClientHello, parseClientHello
 from ._options import helloNames, noOptions
 
 _DTLS_VERSIONS = {0xFEFF: "1.0", 0xFEFD: "1.2", 0xFEFC: "1.3"}

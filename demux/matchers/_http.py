@@ -17,7 +17,7 @@ from attrs import frozen
 from zope.interface import implementer, provider
 
 from .._errors import MatcherConfigError
-from .._http import RequestHead, RequestLine, parseRequestHead, parseRequestLine
+from .._httphead import RequestHead, RequestLine, parseRequestHead, parseRequestLine
 from .._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, IMatcherFactory, Verdict
 from .._peek import Peek
 from ._options import boolean, hostnameMatches, noOptions, optionTable, stringList

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable, Mapping
 
+from .._clienthello import ClientHello
 from .._errors import MatcherConfigError
-from .._tls import ClientHello
 
 
 def noOptions(options: object) -> None:

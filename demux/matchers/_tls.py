@@ -9,6 +9,7 @@ import re
 from attrs import frozen
 from zope.interface import implementer, provider
 
+from .._clienthello import TLS_VERSIONS, ClientHello, parseClientHello
 from .._errors import MatcherConfigError
 from .._interfaces import (
     BOTH_TRANSPORTS,
@@ -19,7 +20,6 @@ from .._interfaces import (
     Verdict,
 )
 from .._peek import Peek
-from .._tls import TLS_VERSIONS, ClientHello, parseClientHello
 from ._options import helloNames, hostnameMatches, optionTable, stringList
 
 _VERSIONS_BY_NAME = {name: number for number, name in TLS_VERSIONS.items()}

@@ -28,11 +28,11 @@ import zlib
 import atheris  # type: ignore
 
 with atheris.instrument_imports():
+    from demux._clienthello import ClientHello, parseClientHello
     from demux._errors import MatcherConfigError
     from demux._interfaces import MATCH, NEED_MORE, NO_MATCH, IMatcher, Verdict
     from demux._peek import Peek
     from demux._plugins import matcherFactories
-    from demux._tls import ClientHello, parseClientHello
     from demux.testing import verdictOf
 
 # Option sets tried for every factory that accepts them, so that matchers

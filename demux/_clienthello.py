@@ -25,7 +25,7 @@ from typing import Final, Literal
 
 from attrs import frozen
 
-from ._interfaces import Verdict
+from ._verdict import Verdict
 
 Carrier = Literal["tcp", "quic", "dtls"]
 """What carried a ClientHello: TLS records over TCP, QUIC or DTLS."""

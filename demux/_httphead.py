@@ -18,7 +18,7 @@ import re
 
 from attrs import frozen
 
-from ._interfaces import NEED_MORE, NO_MATCH, Verdict
+from ._verdict import NEED_MORE, NO_MATCH, Verdict
 
 MAX_HEAD = 8 * 1024
 """

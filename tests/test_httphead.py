@@ -1,5 +1,5 @@
 """
-Tests for L{demux._http}, the shared HTTP/1.x request-head parser.
+Tests for L{demux._httphead}, the shared HTTP/1.x request-head parser.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from demux._http import (
+from demux._httphead import (
     MAX_HEAD,
     RequestHead,
     RequestLine,
