@@ -250,7 +250,10 @@ def connectedTransport(
     if protocol is None:
         sock.close()
         return None
-    transport = tcp.Server(sock, protocol, peer, None, peer[1], reactor)
+    # No listening port made it: Twisted itself passes None here too.
+    transport = tcp.Server(
+        sock, protocol, peer, None, peer[1], reactor  # type: ignore[arg-type]
+    )
     transport.repstr = f"<{protocol.__class__.__name__} #{peer[1]} to {peer[0]}>"
     protocol.makeConnection(transport)
     return transport
