@@ -28,7 +28,11 @@ exists:
   - C{StreamServerEndpointService._raiseSynchronously} and
     C{._waitingForPort}: to stop start-up on a port that cannot be had, and
     to learn the port that was had;
-  - C{reactor._exitSignal}: so that a stop asked for with SIGTERM exits 0.
+  - C{reactor._exitSignal}: so that a stop asked for with SIGTERM exits 0;
+  - C{twistd._SomeApplicationRunner} (its public C{loggerFactory}) and
+    C{AppLogger._getLogObserver}: to have twistd's own code make the log
+    observer its options ask for, given a faster formatter
+    (L{demux._textlog}).
 
 No other module of demux names a private attribute of a Twisted object.
 L{INTERNALS} lists them all, and C{tests/test_twisted_internals.py} checks
@@ -86,6 +90,8 @@ INTERNALS: dict[str, tuple[str, ...]] = {
         "_waitingForPort",
     ),
     "twisted.internet.base.ReactorBase": ("_exitSignal",),
+    "twisted.scripts.twistd": ("_SomeApplicationRunner",),
+    "twisted.application.app.AppLogger": ("_getLogObserver",),
 }
 """
 The private (and semi-private) names demux uses, by the Twisted class or
@@ -395,3 +401,15 @@ def forgetExitSignal(reactor: Any, signum: int) -> bool:
         reactor._exitSignal = None
         return True
     return False
+
+
+def twistdLogObserver(twistdOptions: Any) -> Any:
+    """
+    The log observer twistd makes from its options when nothing else is
+    asked for (a text file observer on C{--logfile} or standard output, a
+    syslog one with C{--syslog}), made by twistd's own logger class for
+    this platform.
+    """
+    from twisted.scripts.twistd import _SomeApplicationRunner
+
+    return _SomeApplicationRunner.loggerFactory(twistdOptions)._getLogObserver()

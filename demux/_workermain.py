@@ -14,8 +14,10 @@ import signal
 import socket
 import sys
 
-from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
+from twisted.logger import Logger, globalLogBeginner
 from twisted.python.reflect import namedAny
+
+from ._textlog import streamObserver
 
 _FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6, "unix": socket.AF_UNIX}
 
@@ -46,8 +48,9 @@ def main(argv: list[str]) -> None:
 
     from .tap import DemuxService, Options
     options = [o for o in args.options if o != "--"]
+    # No time stamps: the first process stamps each line as it relays it.
     globalLogBeginner.beginLoggingTo(
-        [textFileLogObserver(sys.stdout, timeFormat="")], redirectStandardIO=False
+        [streamObserver(sys.stdout, timeFormat="")], redirectStandardIO=False
     )
     demuxOptions = Options()
     demuxOptions.parseOptions(options)

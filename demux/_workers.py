@@ -47,10 +47,14 @@ class _WorkerProcess(ProcessProtocol):
         self._partial = lines.pop()
         for line in lines:
             if line.strip():
+                text = line.decode("utf-8", "replace")
+                # Pre-formatted, as demux's connection lines are (see
+                # demux._log): every worker's connections are logged here.
                 log.info(
-                    "[worker {number}] {line}",
+                    "{text}",
+                    text=f"[worker {self.number}] {text}",
                     number=self.number,
-                    line=line.decode("utf-8", "replace"),
+                    line=text,
                 )
 
     errReceived = outReceived

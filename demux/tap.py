@@ -400,6 +400,28 @@ class DemuxService(Service):
         return self.factory.drain(self.config.shutdownGrace)
 
 
+class _ProcessService(MultiService):
+    """
+    Every service of one demux process; under twistd, also what gives twistd
+    its log observer (L{demux._textlog}), since twistd asks its application
+    for one only after the plugin's service has joined it.
+
+    @ivar twistdOptions: twistd's own options, under twistd; L{None} when
+        another program made the service.
+    """
+
+    def __init__(self, twistdOptions: Any) -> None:
+        super().__init__()
+        self.twistdOptions = twistdOptions
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.twistdOptions is not None:
+            from ._textlog import offerTo
+
+            offerTo(parent, self.twistdOptions)
+        super().setServiceParent(parent)
+
+
 def makeService(options: Options) -> IService:
     """
     One listening service per endpoint, all serving the same route table,
@@ -409,7 +431,7 @@ def makeService(options: Options) -> IService:
 
     config: Config = options["demux"]
     _logWarnings(config)
-    service = MultiService()
+    service = _ProcessService(getattr(options, "parent", None))
     observer = None
     if config.metrics is not None:
         from ._metrics import PrometheusObserver

@@ -23,6 +23,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from twisted.scripts import twistd
 from twisted.trial.unittest import SynchronousTestCase
 
 from demux import _twisted
@@ -54,6 +55,10 @@ def _samples() -> dict[str, list[Any]]:
         "twisted.internet.endpoints._SystemdParser": [_twisted.systemdParserType()],
         "twisted.application.internet.StreamServerEndpointService": [service],
         "twisted.internet.base.ReactorBase": [ReactorBase],
+        "twisted.scripts.twistd": [twistd],
+        "twisted.application.app.AppLogger": [
+            twistd._SomeApplicationRunner.loggerFactory
+        ],
     }
     server, peer = _connectedPair()
     transport = _twisted.connectedTransport(
