@@ -6,7 +6,7 @@ matcher of that connection shares.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._verdict import NEED_MORE
 
@@ -91,12 +91,31 @@ class DatagramPeek(Peek):
     unchanged.  Parsers of the whole flow go through L{parseDatagrams}.
     """
 
-    __slots__ = ("_datagrams",)
+    __slots__ = ("_datagrams", "_initials")
 
     def __init__(self, datagrams: Iterable[bytes] = ()) -> None:
         held = tuple(bytes(d) for d in datagrams)
         super().__init__(held[0] if held else b"")
         self._datagrams = held
+        # Each datagram's QUIC Initial parse (a decryption), by index:
+        # shared with the views that extend this one, whose datagrams start
+        # with the same ones.
+        self._initials: dict[int, object] = {}
+
+    def _initial(self, index: int) -> object:
+        """
+        L{demux._quic.parseInitialDatagram} of datagram C{index}, made once
+        per flow.
+        """
+        try:
+            return self._initials[index]
+        except KeyError:
+            from ._quic import parseInitialDatagram
+
+            result = self._initials[index] = parseInitialDatagram(
+                self._datagrams[index]
+            )
+            return result
 
     @property
     def datagrams(self) -> tuple[bytes, ...]:
@@ -128,11 +147,14 @@ class DatagramPeek(Peek):
         flow's QUIC Initial packets or DTLS records carry.
         """
         from ._clienthello import parseClientHello
+        from ._quic import parseInitialDatagram
 
         if parser is parseClientHello:
             from ._datagram import datagramClientHello
 
             return self.parseDatagrams(datagramClientHello)  # type: ignore[return-value]
+        if parser is parseInitialDatagram and self._datagrams:
+            return self._initial(0)  # type: ignore[return-value]
         return super().parse(parser)
 
     def parseDatagrams(self, parser: Callable[[tuple[bytes, ...]], T]) -> T:
@@ -146,8 +168,19 @@ class DatagramPeek(Peek):
         try:
             return self._parses[parser]  # type: ignore[index, return-value]
         except KeyError:
-            result = self._parses[parser] = parser(self._datagrams)  # type: ignore[index]
-            return result
+            pass
+        from ._datagram import datagramClientHello
+        from ._quic import parseClientInitial
+
+        result: Any
+        if parser is parseClientInitial or parser is datagramClientHello:
+            # Whichever asks, each datagram is decrypted once per flow.
+            flowParser: Any = parser
+            result = flowParser(self._datagrams, self._initial)
+        else:
+            result = parser(self._datagrams)
+        self._parses[parser] = result  # type: ignore[index]
+        return result
 
     def extended(self, more: bytes) -> DatagramPeek:
         """
@@ -159,4 +192,5 @@ class DatagramPeek(Peek):
             # The first datagram changes data itself: nothing carries over.
             return new
         new._parses = {p: r for p, r in self._parses.items() if r is not NEED_MORE}
+        new._initials = self._initials
         return new

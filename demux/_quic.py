@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Callable
 from struct import pack
 from typing import Final, Literal
 
@@ -544,6 +545,7 @@ def assembleStream(
 
 def parseClientInitial(
     datagrams: tuple[bytes, ...],
+    initial: Callable[[int], InitialDatagram | NotClientInitial] | None = None,
 ) -> ClientInitial | NotClientInitial | Literal[Verdict.NEED_MORE]:
     """
     The ClientHello of a flow that starts with a client's Initial.
@@ -555,6 +557,10 @@ def parseClientInitial(
     message at CRYPTO offset 0, complete once as many bytes as its header
     declares are contiguous.
 
+    @param initial: L{parseInitialDatagram} of the datagram at an index, as
+        a flow's peek keeps it, so that no datagram of a flow is decrypted
+        twice however often its ClientHello is asked for.
+
     @return: a L{ClientInitial} once the ClientHello is complete; a
         L{NotClientInitial} as soon as the first datagram is not a client's
         Initial, or the CRYPTO stream contradicts itself or does not hold a
@@ -563,13 +569,18 @@ def parseClientInitial(
     """
     if not datagrams:
         return Verdict.NEED_MORE
-    first = parseInitialDatagram(datagrams[0])
+    if initial is None:
+
+        def initial(index: int) -> InitialDatagram | NotClientInitial:
+            return parseInitialDatagram(datagrams[index])
+
+    first = initial(0)
     if isinstance(first, NotClientInitial):
         return first
     pieces = list(first.crypto)
     carrying = 1 if first.crypto else 0
-    for datagram in datagrams[1:]:
-        more = parseInitialDatagram(datagram)
+    for index in range(1, len(datagrams)):
+        more = initial(index)
         if (
             isinstance(more, InitialDatagram)
             and more.version == first.version

@@ -482,6 +482,8 @@ class RelaySession:
             complete = self.fastPath is not None and self.fastPath.complete
             if (
                 reason is not None
+                # (The type first: Failure.check walks the class's bases.)
+                and reason.type is not ConnectionDone
                 and not reason.check(ConnectionDone)
                 and not complete
             ):

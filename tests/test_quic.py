@@ -587,6 +587,43 @@ class AioquicTests(SynchronousTestCase):
         self.assertEqual(hello.alpn, tuple(alpn))
         self.assertIn("sni=big.example", quicFactory.build({}).describe(peek))
 
+    def test_decryptedOncePerFlow(self) -> None:
+        """
+        However many matchers ask about a flow, and however many views of it
+        the datagrams make, each Initial packet is decrypted once: the quic
+        matcher, the tls matchers, the decision's description and the
+        flow's later views share one parse of each datagram.
+        """
+        import demux._quic as quic
+
+        alpn = [f"protocol-{i:03d}" for i in range(150)]
+        datagrams = aioquicDatagrams("big.example", alpn)
+        self.assertGreaterEqual(len(datagrams), 2)
+        calls: list[int] = []
+        original = quic._decrypt
+
+        def counting(datagram: bytes, *rest: object) -> object:
+            calls.append(1)
+            return original(datagram, *rest)  # type: ignore[arg-type]
+
+        self.patch(quic, "_decrypt", counting)
+        matchers = [
+            quicFactory.build({}),
+            tlsFactory.build({"sni": "big.example"}),
+            tlsFactory.build({"alpn": "protocol-001"}),
+            tlsFactory.build({"sni": "other.example"}),
+        ]
+        peek = DatagramPeek()
+        for datagram in datagrams:
+            peek = peek.extended(datagram)
+            for matcher in matchers:
+                matcher.match(peek)
+        self.assertIs(matchers[1].match(peek), MATCH)
+        self.assertIn("sni=big.example", matchers[0].describe(peek))
+        hello = peek.parse(parseClientHello)
+        assert isinstance(hello, ClientHello)
+        self.assertEqual(len(calls), len(datagrams))
+
 
 class FactoryTests(SynchronousTestCase):
     def test_versions(self) -> None:

@@ -5,6 +5,8 @@ cost of a line of text.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from io import StringIO
 from pathlib import Path
@@ -179,6 +181,15 @@ class ClassicTextTests(SynchronousTestCase):
         self.assertEqual(text, twistedFormatter()(dict(event)))
 
 
+def tempPath(case: SynchronousTestCase) -> Path:
+    """
+    A path for a log file in a directory of its own, removed after C{case}.
+    """
+    directory = tempfile.mkdtemp(prefix="demux-textlog-")
+    case.addCleanup(shutil.rmtree, directory, True)
+    return Path(directory) / "twistd.log"
+
+
 def twistdOptions(*arguments: str) -> ServerOptions:
     """
     twistd's options as its command line C{arguments} (without a plugin)
@@ -199,7 +210,7 @@ class ObserverTests(SynchronousTestCase):
         """
         With C{--logfile}, demux's lines go to that file in twistd's format.
         """
-        path = Path(self.mktemp())
+        path = tempPath(self)
         observer = textLogObserver(twistdOptions("--logfile", str(path)))
         assert isinstance(observer, FileLogObserver)
         self.assertIsInstance(observer.formatEvent, ClassicText)
@@ -240,7 +251,7 @@ class ObserverTests(SynchronousTestCase):
         """
         twistd's application is given the observer, unless it has one.
         """
-        path = self.mktemp()
+        path = str(tempPath(self))
         application = Application("demux")
         offerTo(application, twistdOptions("--logfile", path))
         observer = application.getComponent(ILogObserver, None)
@@ -267,7 +278,7 @@ class UnderTwistdTests(SynchronousTestCase):
         """
         from demux.tap import makeService
 
-        path = Path(self.mktemp())
+        path = tempPath(self)
         options = twistdOptions(
             "--logfile", str(path), "demux",
             "--listen", "tcp:0:interface=127.0.0.1",
