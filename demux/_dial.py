@@ -137,11 +137,15 @@ class SocketDial:
         self._prepared = None
         if sock is None:
             try:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                # Non-blocking from the start: no system call to make it so.
+                sock = socket.socket(
+                    socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+                )
             except OSError as e:
                 self._end(Failure(error.ConnectError(string=str(e))))
                 return
-        sock.setblocking(False)
+        else:
+            sock.setblocking(False)
         self._socket = sock
         if self._bindAddress is not None:
             try:

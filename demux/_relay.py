@@ -504,7 +504,12 @@ class RelaySession:
             # closed; a peer that never reads it is cut off after a while.
             # (With nothing left to flush and its sending side already shut,
             # Twisted closes it at once, and there is nothing to wait for.)
-            other.transport.loseConnection()
+            if other.readClosed:
+                # Its peer has finished sending too: closing it sends the
+                # FIN, once it has sent what it holds.
+                _twisted.closeDone(other.transport)
+            else:
+                other.transport.loseConnection()
             if not other.lost:
                 self._lingerThenAbort()
         self._finishIfDone()
