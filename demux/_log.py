@@ -9,11 +9,12 @@ more than the rest of logging a line, and these lines are on the path of
 every connection.  The fields go with the event all the same, for the JSON
 log.
 
-A routed connection is logged twice by default: when it is decided (which
-route, why, where to) and when it ends (bytes and duration).  With
-C{log_decisions = false} the decision goes into the closing line instead, one
-line per connection in the shape of HAProxy's C{tcplog}; refusals, backend
-failures and idle closes are logged at once either way.
+A routed connection is logged once by default, when it ends: which route,
+why, where to, then its bytes and duration, in one line in the shape of
+HAProxy's C{tcplog}.  With C{log_decisions = true} the decision has a line of
+its own as well, when it is made (HAProxy's C{logasap}), for connections that
+last long; refusals, backend failures and idle closes are logged at once
+either way.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ DEMUX_FIELDS: Mapping[str, str] = {
 class Decided:
     """
     How a connection was routed, kept for its closing line when the
-    decision is not logged on its own (C{log_decisions = false}).
+    decision is not logged on its own (unless C{log_decisions = true}).
     """
 
     reason: str

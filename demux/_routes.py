@@ -131,8 +131,10 @@ class RouteTable:
     @ivar logConnections: whether to log each routed connection (its
         decision and its end); refusals and errors are always logged.
     @ivar logDecisions: whether a routed connection's decision has a line
-        of its own, when it is made; if not, it is in the connection's
-        closing line.
+        of its own, when it is made (worth it for long connections, whose
+        closing line may come hours later); if not (the default), it goes
+        into the connection's closing line: one line per connection, not
+        two.
     """
 
     routes: tuple[Route, ...] = field(converter=_routeTuple, validator=_checkRoutes)
@@ -143,7 +145,7 @@ class RouteTable:
     maxConnectionsPerSource: int | None = None
     maxUndecided: int | None = None
     logConnections: bool = True
-    logDecisions: bool = True
+    logDecisions: bool = False
     filtersSources: bool = field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:
@@ -194,7 +196,7 @@ class ConnectionInfo:
         header), with their shared parses.
     @ivar decided: how the connection was routed, for the target to log
         when the connection ends, if the decision had no line of its own
-        (C{log_decisions = false}); L{None} otherwise.
+        (unless C{log_decisions = true}); L{None} otherwise.
     @ivar proxyHeader: the PROXY header the connection started with, on a
         listener that expects one (its raw bytes are C{proxyHeader.header},
         for passing it on); L{None} on other listeners.
