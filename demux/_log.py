@@ -84,12 +84,13 @@ class Decided:
         )
 
 
-def _opening(
+def opening(
     peer: str, route: str, decided: Decided | None
 ) -> tuple[str, dict[str, object]]:
     """
     How a closing line starts, and the decision's fields it carries: the
-    decision itself when it was not logged on its own.
+    decision itself when it was not logged on its own.  (For the lines of
+    other modules that end a connection too.)
     """
     if decided is None:
         return f"{peer} route={route}", {}
@@ -244,7 +245,7 @@ def closed(
     summary = (
         f"{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s{how}"
     )
-    first, extra = _opening(peer, route, decided)
+    first, extra = opening(peer, route, decided)
     log.info(
         "{text}",
         text=f"{first} closed: {summary}",
@@ -267,7 +268,7 @@ def localClosed(
     protocol are counted: what it wrote is its own business).
     """
     summary = f"{bytesUp} bytes up, {duration:.3f}s (in-process)"
-    first, extra = _opening(peer, route, decided)
+    first, extra = opening(peer, route, decided)
     log.info(
         "{text}",
         text=f"{first} closed: {summary}",
@@ -275,5 +276,20 @@ def localClosed(
         route=route,
         bytesUp=bytesUp,
         duration=duration,
+        **extra,
+    )
+
+
+def localDeclined(peer: str, route: str, decided: Decided) -> None:
+    """
+    The in-process protocol factory of C{route} declined a connection
+    (its C{buildProtocol} returned L{None}), which was closed at once.
+    """
+    first, extra = opening(peer, route, decided)
+    log.info(
+        "{text}",
+        text=f"{first} closed: declined by the in-process protocol factory",
+        peer=peer,
+        route=route,
         **extra,
     )
