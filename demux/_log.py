@@ -89,8 +89,9 @@ def opening(
 ) -> tuple[str, dict[str, object]]:
     """
     How a closing line starts, and the decision's fields it carries: the
-    decision itself when it was not logged on its own.  (For the lines of
-    other modules that end a connection too.)
+    decision itself when it was not logged on its own.  (Public for the
+    lines that end a connection written elsewhere: the HTTP forwarder's,
+    the TLS step's.)
     """
     if decided is None:
         return f"{peer} route={route}", {}
