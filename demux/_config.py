@@ -612,7 +612,7 @@ def configFromDict(
                 data["max_connections_per_source"], "max_connections_per_source"
             )
         logConnections = _flag(data, "log_connections", True, "log_connections")
-        logDecisions = _flag(data, "log_decisions", True, "log_decisions")
+        logDecisions = _flag(data, "log_decisions", False, "log_decisions")
         maxUndecided = None
         if "max_undecided" in data:
             maxUndecided = _count(data["max_undecided"], "max_undecided")

@@ -63,6 +63,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _log
 from ._addresses import peerText
 from ._httpframing import (
     BodyEvent,
@@ -435,13 +436,15 @@ class ForwardSession(Protocol):
         self.connection.observer.closed(route, self.bytesUp, self.bytesDown, duration)
         if self.connection.logConnections:
             peer = peerText(self.connection.peer)
+            first, extra = _log.opening(peer, route, self.connection.decided)
             log.info(
                 "{text}",
-                text=f"{peer} route={route} closed: {self.count} requests, "
+                text=f"{first} closed: {self.count} requests, "
                 f"{self.bytesUp} bytes up, {self.bytesDown} bytes down, "
                 f"{duration:.3f}s",
                 peer=peer,
                 route=route,
+                **extra,
                 requests=self.count,
                 bytesUp=self.bytesUp,
                 bytesDown=self.bytesDown,

@@ -142,7 +142,7 @@ class ConnectionInfo:
         header), with their shared parses.
     @ivar decided: how the connection was routed, for the target to log
         when the connection ends, if the decision had no line of its own
-        (C{log_decisions = false}); L{None} otherwise.
+        (unless C{log_decisions = true}); L{None} otherwise.
     @ivar proxyHeader: the PROXY header the connection started with, on a
         listener that expects one (its raw bytes are C{proxyHeader.header},
         for passing it on); L{None} on other listeners.

@@ -9,11 +9,12 @@ more than the rest of logging a line, and these lines are on the path of
 every connection.  The fields go with the event all the same, for the JSON
 log.
 
-A routed connection is logged twice by default: when it is decided (which
-route, why, where to) and when it ends (bytes and duration).  With
-C{log_decisions = false} the decision goes into the closing line instead, one
-line per connection in the shape of HAProxy's C{tcplog}; refusals, backend
-failures and idle closes are logged at once either way.
+A routed connection is logged once by default, when it ends: which route,
+why, where to, then its bytes and duration, in one line in the shape of
+HAProxy's C{tcplog}.  With C{log_decisions = true} the decision has a line of
+its own as well, when it is made (HAProxy's C{logasap}), for connections that
+last long; refusals, backend failures and idle closes are logged at once
+either way.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ DEMUX_FIELDS: Mapping[str, str] = {
 class Decided:
     """
     How a connection was routed, kept for its closing line when the
-    decision is not logged on its own (C{log_decisions = false}).
+    decision is not logged on its own (unless C{log_decisions = true}).
     """
 
     reason: str
@@ -83,12 +84,14 @@ class Decided:
         )
 
 
-def _opening(
+def opening(
     peer: str, route: str, decided: Decided | None
 ) -> tuple[str, dict[str, object]]:
     """
     How a closing line starts, and the decision's fields it carries: the
-    decision itself when it was not logged on its own.
+    decision itself when it was not logged on its own.  (Public for the
+    lines that end a connection written elsewhere: the HTTP forwarder's,
+    the TLS step's.)
     """
     if decided is None:
         return f"{peer} route={route}", {}
@@ -243,7 +246,7 @@ def closed(
     summary = (
         f"{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s{how}"
     )
-    first, extra = _opening(peer, route, decided)
+    first, extra = opening(peer, route, decided)
     log.info(
         "{text}",
         text=f"{first} closed: {summary}",
@@ -266,7 +269,7 @@ def localClosed(
     protocol are counted: what it wrote is its own business).
     """
     summary = f"{bytesUp} bytes up, {duration:.3f}s (in-process)"
-    first, extra = _opening(peer, route, decided)
+    first, extra = opening(peer, route, decided)
     log.info(
         "{text}",
         text=f"{first} closed: {summary}",
@@ -274,5 +277,20 @@ def localClosed(
         route=route,
         bytesUp=bytesUp,
         duration=duration,
+        **extra,
+    )
+
+
+def localDeclined(peer: str, route: str, decided: Decided) -> None:
+    """
+    The in-process protocol factory of C{route} declined a connection
+    (its C{buildProtocol} returned L{None}), which was closed at once.
+    """
+    first, extra = opening(peer, route, decided)
+    log.info(
+        "{text}",
+        text=f"{first} closed: declined by the in-process protocol factory",
+        peer=peer,
+        route=route,
         **extra,
     )

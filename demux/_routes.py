@@ -125,8 +125,10 @@ class RouteTable:
     @ivar logConnections: whether to log each routed connection (its
         decision and its end); refusals and errors are always logged.
     @ivar logDecisions: whether a routed connection's decision has a line
-        of its own, when it is made; if not, it is in the connection's
-        closing line.
+        of its own, when it is made (worth it for long connections, whose
+        closing line may come hours later); if not (the default), it goes
+        into the connection's closing line: one line per connection, not
+        two.
     """
 
     routes: tuple[Route, ...] = field(converter=_routeTuple, validator=_checkRoutes)
@@ -137,7 +139,7 @@ class RouteTable:
     maxConnectionsPerSource: int | None = None
     maxUndecided: int | None = None
     logConnections: bool = True
-    logDecisions: bool = True
+    logDecisions: bool = False
     filtersSources: bool = field(init=False, default=False)
 
     def __attrs_post_init__(self) -> None:

@@ -354,6 +354,12 @@ class LocalTarget:
             # closed at once, as it was counted routed.
             transport.loseConnection()
             connection.observer.closed(connection.route, len(peeked), 0, 0.0)
+            if connection.decided is not None:
+                # The connection's only line, as no protocol will end it;
+                # with log_decisions, its decision line is all it gets.
+                _log.localDeclined(
+                    peerText(connection.peer), connection.route, connection.decided
+                )
             return Protocol()
         # Behind a PROXY header, the protocol's getPeer() is the client.
         protocol.makeConnection(clientTransport(transport, connection))

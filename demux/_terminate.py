@@ -37,6 +37,7 @@ from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from . import _log
 from ._addresses import peerText
 from ._errors import ConfigError
 from ._interfaces import ConnectionInfo, ITarget
@@ -287,8 +288,24 @@ class _Decrypted(Protocol):
             self.downstream.connectionLost(reason)
             if isinstance(self.target.inner, RoutesTarget):
                 # The inner route the connection took (if any) counts its
-                # own end and bytes; the outer one is closed here.
+                # own end and bytes, and logs its own decision; the outer
+                # one is closed here, with its decision if that had no line
+                # of its own.
                 connection.observer.closed(connection.route, 0, 0, duration)
+                if connection.logConnections and connection.decided is not None:
+                    peer = peerText(connection.peer)
+                    first, extra = _log.opening(
+                        peer, connection.route, connection.decided
+                    )
+                    log.info(
+                        "{text}",
+                        text=f"{first} closed: {duration:.3f}s (decrypted for "
+                        "the inner routes)",
+                        peer=peer,
+                        route=connection.route,
+                        duration=duration,
+                        **extra,
+                    )
             return
         connection.observer.closed(connection.route, 0, 0, duration)
         if self.why is not None:
@@ -297,12 +314,18 @@ class _Decrypted(Protocol):
             why = f"TLS handshake failed: {_sslReason(reason.value)}"
         else:
             why = "closed during the TLS handshake"
+        # The connection's only line: it carries the decision, if that had
+        # no line of its own.
+        peer = peerText(connection.peer)
+        first, extra = _log.opening(peer, connection.route, connection.decided)
         log.info(
-            "{peer} route={route} {why} ({duration:.3f}s)",
-            peer=peerText(connection.peer),
+            "{text}",
+            text=f"{first} {why} ({duration:.3f}s)",
+            peer=peer,
             route=connection.route,
             why=why,
             duration=duration,
+            **extra,
         )
 
 

@@ -390,6 +390,8 @@ class Flow:
         from, on a wildcard listener that learns it; else L{None}.
     @ivar addresses: every (local, client) address pair the flow answers to.
     @ivar route: the route's name once decided.
+    @ivar decision: why and where to, for the line that ends the flow, if
+        the decision had no line of its own (unless C{log_decisions = true}).
     @ivar pending: datagrams kept while undecided, in order.
     """
 
@@ -413,6 +415,7 @@ class Flow:
         self.pendingBytes = 0
         self.route: str | None = None
         self.target: DatagramTarget | None = None
+        self.decision: str | None = None
         self.port: Any = None
         self.timer: IDelayedCall | None = None
         self.cids: list[bytes] = []
@@ -746,15 +749,22 @@ class FlowTable:
             self._remove(flow)
             self.observer.flowClosed(route.name, 0, 0, 0, 0)
             return
-        if self.datagrams.table.logConnections:
-            log.info(
-                "{text}",
-                text=f"udp {_text(flow.client)} route={route.name} ({reason}) -> "
-                f"{target.description}, {held} datagrams peeked, "
-                f"decided in {elapsed * 1000:.2f} ms",
-                route=route.name,
-                target=target.description,
+        table = self.datagrams.table
+        if table.logConnections:
+            said = (
+                f" ({reason}) -> {target.description}, {held} datagrams peeked, "
+                f"decided in {elapsed * 1000:.2f} ms"
             )
+            if table.logDecisions:
+                log.info(
+                    "{text}",
+                    text=f"udp {_text(flow.client)} route={route.name}{said}",
+                    route=route.name,
+                    target=target.description,
+                )
+            else:
+                # Said when the flow ends, in its one line.
+                flow.decision = said
         flow.timer = self.clock.callLater(self.datagrams.idleTimeout, flow.timedOut)
 
     def learnCID(self, flow: Flow, cid: bytes) -> None:
@@ -793,13 +803,20 @@ class FlowTable:
         )
         if self.datagrams.table.logConnections:
             seconds = self.clock.seconds() - flow.started
+            decision = ""
+            extra = {}
+            if flow.decision is not None:
+                decision = flow.decision + ";"
+                assert flow.target is not None
+                extra["target"] = flow.target.description
             log.info(
                 "{text}",
-                text=f"udp {_text(flow.client)} route={route} ended ({why}) after "
-                f"{seconds:.1f} s: {flow.datagramsUp} datagrams "
+                text=f"udp {_text(flow.client)} route={route}{decision} ended "
+                f"({why}) after {seconds:.1f} s: {flow.datagramsUp} datagrams "
                 f"({flow.bytesUp} bytes) up, {flow.datagramsDown} "
                 f"({flow.bytesDown} bytes) down",
                 route=route,
+                **extra,
             )
 
     def _remove(self, flow: Flow) -> None:

@@ -211,6 +211,7 @@ def datagramTable(
         maxPeek=stream.maxPeek,
         onTimeout=onTimeout if any(r.name == onTimeout for r in routes) else None,
         logConnections=stream.logConnections,
+        logDecisions=stream.logDecisions,
     )
     return DatagramTable(
         table,

@@ -88,6 +88,30 @@ class DemuxProcess:
                 raise AssertionError(f"{text!r} never appeared in the log:\n{log}")
             time.sleep(0.05)
 
+    def waitForClosed(
+        self, peer: str | None, route: str, timeout: float = 10.0
+    ) -> str:
+        """
+        Block until the line that ends a connection of C{peer} (any, if
+        L{None}) on C{route} is in the log; return that line.  By default it
+        carries the connection's decision too (C{PEER route=NAME (reason) ->
+        target, ...; closed: ...}); with C{log_decisions = true} it is
+        C{PEER route=NAME closed: ...}.
+        """
+        start = f" route={route} " if peer is None else f"{peer} route={route} "
+        deadline = time.monotonic() + timeout
+        while True:
+            log = self.log()
+            for line in log.splitlines():
+                at = line.find(start)
+                if at >= 0 and line.find("closed: ", at) >= 0:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"no line ends a connection {start!r}in the log:\n{log}"
+                )
+            time.sleep(0.05)
+
 
 @contextmanager
 def runDemux(

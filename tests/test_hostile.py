@@ -747,7 +747,7 @@ def test_backendDiesMidTransfer(faulty: tuple[DemuxProcess, FaultyBackends]) -> 
             data = b""
     assert data == b""
     assert time.monotonic() - started < 5
-    demux.waitForLog("route=dier closed:")
+    demux.waitForClosed(None, "dier")
     assertServing(demux.port)
 
 

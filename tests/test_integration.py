@@ -221,9 +221,8 @@ def test_bulkBothWaysHalfClosed(stack: dict[str, object], spliced: bool) -> None
     assert total == size
     assert received.digest() == patternDigest(size)
     route = "bulk" if spliced else "bulk-copy"
-    closing = f"127.0.0.1:{clientPort} route={route} closed: {size + 4} bytes up, {size + 32} bytes down"
-    log = demux.waitForLog(closing)
-    [line] = [x for x in log.splitlines() if closing in x]
+    line = demux.waitForClosed(f"127.0.0.1:{clientPort}", route)
+    assert f"closed: {size + 4} bytes up, {size + 32} bytes down" in line, line
     assert line.endswith("(spliced)") == spliced, line
 
 

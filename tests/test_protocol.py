@@ -156,6 +156,9 @@ class ProtocolTests(SynchronousTestCase):
         protocol.dataReceived(b"more")
         self.assertEqual(target.received, [b"SSH-2.0-x\r\n", b"more"])
         self.assertIs(target.transport, transport)
+        # The decision is logged when the connection ends, in its one line.
+        self.assertEqual(self.decisions(), [])
+        protocol.connectionLost(None)  # type: ignore[arg-type]
         [event] = self.decisions()
         self.assertEqual(event["route"], "ssh")
         self.assertEqual(event["peeked"], 11)
@@ -219,6 +222,7 @@ class ProtocolTests(SynchronousTestCase):
         protocol.dataReceived(b"89")
         [target] = self.other.protocols
         self.assertEqual(target.received, [b"123456789"])
+        protocol.connectionLost(None)  # type: ignore[arg-type]
         [event] = self.decisions()
         self.assertIn("9 bytes without a decision", event["reason"])
 
@@ -284,6 +288,7 @@ class ProtocolTests(SynchronousTestCase):
         protocol, transport = self.connect(table)
         protocol.dataReceived(b"SSH-2.0-x\r\n")
         self.assertEqual(len(self.ssh.protocols), 1)
+        protocol.connectionLost(None)  # type: ignore[arg-type]
         self.assertEqual(self.decisions(), [])
         protocol, transport = self.connect(table)
         protocol.dataReceived(b"junk")

@@ -292,8 +292,9 @@ def test_inProcessGetPeer(chain: dict[str, object]) -> None:
     front = portsOf(chain)["front"]
     answer, clientPort = exchange(front, b"WHO are you\n")
     assert answer == f"peer=127.0.0.1:{clientPort} host=127.0.0.1:{front}\n".encode()
-    demux.waitForLog(f"127.0.0.1:{clientPort} route=whoami (")
-    demux.waitForLog(f"127.0.0.1:{clientPort} route=whoami closed:")
+    # One line, with the decision and the end, names the client.
+    line = demux.waitForClosed(f"127.0.0.1:{clientPort}", "whoami")
+    assert f"127.0.0.1:{clientPort} route=whoami (" in line, line
 
 
 def test_inProcessSourcesAndLog(chain: dict[str, object]) -> None:
@@ -305,8 +306,8 @@ def test_inProcessSourcesAndLog(chain: dict[str, object]) -> None:
     header = b"PROXY TCP4 192.0.2.7 198.51.100.1 40005 443\r\n"
     answer, _ = exchange(portsOf(chain)["proxied"], header + b"WHO\n")
     assert answer == b"peer=192.0.2.7:40005 host=198.51.100.1:443\n"
-    log = demux.waitForLog("192.0.2.7:40005 route=whoami-doc closed:")
-    assert re.search(r"192\.0\.2\.7:40005 route=whoami-doc \(prefix", log)
+    line = demux.waitForClosed("192.0.2.7:40005", "whoami-doc")
+    assert re.search(r"192\.0\.2\.7:40005 route=whoami-doc \(prefix", line), line
     answer, clientPort = exchange(demux.port, b"WHO\n")
     assert answer == f"peer=127.0.0.1:{clientPort} host=127.0.0.1:{demux.port}\n".encode()
     demux.waitForLog(f"127.0.0.1:{clientPort} route=whoami (")

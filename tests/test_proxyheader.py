@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from attrs import evolve
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -570,10 +571,30 @@ class InProcessTests(SynchronousTestCase):
         [protocol] = self.other.protocols
         self.assertIs(protocol.transport, transport)
 
+    def test_logLine(self) -> None:
+        """
+        The connection's line, its decision and its end, names the PROXY
+        header's client.
+        """
+        with capturedLogs() as events:
+            self.connect(makeHeader(1, CLIENT, FRONT) + b"HI", proxied=True)
+            self.protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
+        texts = [formatEvent(e) for e in events]
+        self.assertTrue(
+            any(
+                t.startswith("203.0.113.7:50123 route=inside (") and "; closed:" in t
+                for t in texts
+            ),
+            texts,
+        )
+        self.assertFalse(any("10.0.0.9" in t for t in texts), texts)
+
     def test_logLines(self) -> None:
         """
-        The decision and the closing lines name the PROXY header's client.
+        With C{logDecisions}, the decision and the closing lines name the
+        PROXY header's client.
         """
+        self.factory.table = evolve(self.factory.table, logDecisions=True)
         with capturedLogs() as events:
             self.connect(makeHeader(1, CLIENT, FRONT) + b"HI", proxied=True)
             self.protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]

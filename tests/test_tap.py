@@ -91,7 +91,9 @@ class LogConnectionsTests(SynchronousTestCase):
 
     def test_decisionsKey(self) -> None:
         reactor = MemoryReactorClock()
-        self.assertTrue(config(reactor, "x").table.logDecisions)  # type: ignore[attr-defined]
+        self.assertFalse(config(reactor, "x").table.logDecisions)  # type: ignore[attr-defined]
+        asap = config(reactor, "x", log_decisions=True)
+        self.assertTrue(asap.table.logDecisions)  # type: ignore[attr-defined]
         oneLine = config(reactor, "x", log_decisions=False)
         self.assertFalse(oneLine.table.logDecisions)  # type: ignore[attr-defined]
         e = self.assertRaises(ConfigError, config, reactor, "x", log_decisions="no")

@@ -99,7 +99,7 @@ def firstLine(demux: DemuxProcess, send: bytes) -> tuple[bytes, float, str]:
     answer = answer.split(b"\n", 1)[0] + b"\n"
     marker = f"127.0.0.1:{clientPort} route="
     log = demux.waitForLog(marker)
-    # The first: the decision (the end of the connection may follow).
+    # The line with the decision: the connection's one line, once it ends.
     line = [x for x in log.splitlines() if marker in x][0]
     return answer, elapsed, line
 

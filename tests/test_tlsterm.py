@@ -657,6 +657,18 @@ def tlsSocket(
     )
 
 
+def handshakeFailures(log: str, route: str) -> list[str]:
+    """
+    The lines of C{log} that say a connection on C{route} failed its TLS
+    handshake: each with the route's decision before it, in one line.
+    """
+    return [
+        line
+        for line in log.splitlines()
+        if f" route={route} (" in line and "; TLS handshake failed: " in line
+    ]
+
+
 def test_requireRefusesWithoutCertificate(stack: dict[str, Any]) -> None:
     """
     On a route that requires a client certificate, a client without one
@@ -673,8 +685,13 @@ def test_requireRefusesWithoutCertificate(stack: dict[str, Any]) -> None:
         timeout=30,
     )  # fmt: skip
     assert b"HTTP/1.1 200" not in result.stdout
-    log = stack["demux"].waitForLog("route=strict TLS handshake failed")
-    assert log.count("route=strict TLS handshake failed") == 1
+    # One line: the decision, then why the connection ended.
+    demux = stack["demux"]
+    deadline = time.monotonic() + 10
+    while not handshakeFailures(demux.log(), "strict"):
+        assert time.monotonic() < deadline, demux.log()[-2000:]
+        time.sleep(0.05)
+    assert len(handshakeFailures(demux.log(), "strict")) == 1
     client = stack["client"]
     result = curl(
         port, "--cert", str(client.certPath), "--key", str(client.keyPath),
@@ -689,7 +706,7 @@ def test_garbageHandshake(stack: dict[str, Any]) -> None:
     closed cleanly and logged.
     """
     demux = stack["demux"]
-    before = demux.log().count("route=web TLS handshake failed")
+    before = len(handshakeFailures(demux.log(), "web"))
     with socket.create_connection(("127.0.0.1", demux.port), timeout=10) as sock:
         sock.sendall(clientHello("demux.example.com"))
         sock.sendall(b"\x16\x03\x03\x00\x05garbage-certificate" * 4)
@@ -697,7 +714,7 @@ def test_garbageHandshake(stack: dict[str, Any]) -> None:
         while sock.recv(65536):
             pass
     deadline = time.monotonic() + 10
-    while demux.log().count("route=web TLS handshake failed") == before:
+    while len(handshakeFailures(demux.log(), "web")) == before:
         assert time.monotonic() < deadline, demux.log()[-2000:]
         time.sleep(0.05)
 
@@ -768,8 +785,8 @@ def test_keepAlive(stack: dict[str, Any]) -> None:
             assert headerValues(request, "X-Forwarded-For") == ["127.0.0.1"]
             assert headerValues(request, "X-Client-Port") == [str(localPort)]
             assert len(headerValues(request, "X-SSL-Cert")) == 1
-    log = stack["demux"].waitForLog(f"127.0.0.1:{localPort} route=web closed: 1000 requests")
-    assert log
+    line = stack["demux"].waitForClosed(f"127.0.0.1:{localPort}", "web")
+    assert "closed: 1000 requests" in line, line
 
 
 def test_pipelined(stack: dict[str, Any]) -> None:
@@ -930,8 +947,15 @@ backend = "tcp:127.0.0.1:{second.port}"
                 )
                 assert result.returncode == 0, result.stderr
                 assert json.loads(result.stdout)["tag"] == name
-            log = demux.log()
-            assert "route=front/first" in log and "route=front/second" in log
+            # Each inner route logs its own decision and end; the outer
+            # route's line has its decision.
+            for name in ("first", "second"):
+                line = demux.waitForClosed(None, f"front/{name}")
+                assert f" route=front/{name} (http " in line, line
+            line = demux.waitForClosed(None, "front")
+            assert " route=front (" in line, line
+            assert "-> tls -> routes (front/first, front/second)" in line, line
+            assert "closed: " in line and "(decrypted for the inner routes)" in line
         assert headerValues(first.requests[0], "X-Forwarded-For") == ["127.0.0.1"]
         # The TCP relay forwards the bytes as they are.
         assert headerValues(second.requests[0], "X-Forwarded-For") == []
@@ -977,7 +1001,7 @@ backend = "tcp:127.0.0.1:{greeter.port}"
                         break
                     received += data
             assert received == b"hello from the backend\n"
-            demux.waitForLog("route=front/greeter closed")
+            demux.waitForClosed(None, "front/greeter")
     finally:
         greeter.close()
 

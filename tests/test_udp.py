@@ -15,6 +15,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
@@ -156,6 +157,7 @@ def makeTable(
         inspectDelay=limits.pop("inspectDelay", 5.0),
         maxPeek=limits.pop("maxPeek", 16384),
         onTimeout=onTimeout,
+        logDecisions=limits.pop("logDecisions", False),
     )
     return DatagramTable(table, targets, **limits)
 
@@ -441,6 +443,69 @@ class FlowTests(SynchronousTestCase):
         self.assertTrue(all(p.stopped for p in h.backendPorts()))
 
 
+class FlowLogTests(SynchronousTestCase):
+    """
+    A flow is logged once by default, when it ends, with its decision; with
+    C{logDecisions}, when it is decided too.
+    """
+
+    def setUp(self) -> None:
+        self.events: list[LogEvent] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+
+    def lines(self) -> list[str]:
+        return [formatEvent(e) for e in self.events if e.get("route") == "echo"]
+
+    def flow(self, **limits: Any) -> Harness:
+        h = Harness(makeTable([("echo", startsWith(b"hi"))], idleTimeout=10.0, **limits))
+        h.reactor.advance(0.5)
+        h.send(b"hi there")
+        [port] = h.backendPorts()
+        port.reply(b"hello back")
+        return h
+
+    def test_oneLineAtExpiry(self) -> None:
+        h = self.flow()
+        self.assertEqual(self.lines(), [])
+        h.reactor.advance(10)
+        self.assertEqual(
+            self.lines(),
+            [
+                "udp 192.0.2.7:50000 route=echo (prefix=b'hi') -> udp:127.0.0.1:4433, "
+                "1 datagrams peeked, decided in 0.00 ms; ended (idle for 10 s) after "
+                "10.0 s: 1 datagrams (8 bytes) up, 1 (10 bytes) down"
+            ],
+        )
+        [event] = [e for e in self.events if e.get("route") == "echo"]
+        self.assertEqual(event["target"], "udp:127.0.0.1:4433")
+
+    def test_oneLineWhenStopping(self) -> None:
+        h = self.flow()
+        h.flows.closeAll()
+        [line] = self.lines()
+        self.assertIn(" route=echo (prefix=b'hi') -> udp:127.0.0.1:4433, ", line)
+        self.assertIn("; ended (demux stopping) after ", line)
+
+    def test_logDecisions(self) -> None:
+        h = self.flow(logDecisions=True)
+        self.assertEqual(
+            self.lines(),
+            [
+                "udp 192.0.2.7:50000 route=echo (prefix=b'hi') -> udp:127.0.0.1:4433, "
+                "1 datagrams peeked, decided in 0.00 ms"
+            ],
+        )
+        h.reactor.advance(10)
+        self.assertEqual(
+            self.lines()[1:],
+            [
+                "udp 192.0.2.7:50000 route=echo ended (idle for 10 s) after 10.0 s: "
+                "1 datagrams (8 bytes) up, 1 (10 bytes) down"
+            ],
+        )
+
+
 class QUICHeaderTests(SynchronousTestCase):
     def test_longHeaderSCID(self) -> None:
         self.assertEqual(longHeaderSCID(initial(b"abc", b"defgh")), b"defgh")
@@ -551,6 +616,20 @@ class ConfigTests(SynchronousTestCase):
         self.assertEqual(
             config.datagrams.targets["web"].backends, (parseUDPBackend("udp:127.0.0.1:8443"),)
         )
+
+    def test_logDecisions(self) -> None:
+        """
+        The UDP table logs decisions as the stream table does: in the line
+        that ends a flow, unless C{log_decisions = true}.
+        """
+        data = udpConfig(
+            {"match": {"any": {}}, "backend": "udp:127.0.0.1:1"},
+            {"match": {"any": {}}, "backend": "tcp:127.0.0.1:1"},
+        )
+        self.assertFalse(self.load(data).datagrams.table.logDecisions)
+        asap = self.load(dict(data, log_decisions=True))
+        self.assertTrue(asap.datagrams.table.logDecisions)
+        self.assertTrue(asap.table.logDecisions)
 
     def test_flowLimits(self) -> None:
         config = self.load(

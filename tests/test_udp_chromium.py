@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ._quic import H3Server
-from .test_udp_quic import quicRoute, udpDemux
+from .test_udp_quic import ASAP, quicRoute, udpDemux
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ def test_chromiumOverHTTP3(tmp_path: Path) -> None:
     name = "www.example.test"
     server = H3Server(name, tmp_path)
     try:
-        config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + quicRoute(server)
+        config = ASAP + quicRoute(server)
         for demux in udpDemux(config):
             result = subprocess.run(
                 [

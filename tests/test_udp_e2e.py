@@ -152,9 +152,13 @@ def routesFor(servers: dict[str, UDPServer]) -> str:
 @pytest.mark.skipif(shutil.which("dig") is None, reason="dig (bind9-dnsutils) is not installed")
 def test_dig(servers: dict[str, UDPServer]) -> None:
     """
-    C{dig} asks through demux's DNS route and gets the test server's answer.
+    C{dig} asks through demux's DNS route and gets the test server's answer;
+    when the flow ends, one line says how it was routed and what it carried.
     """
-    config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + routesFor(servers)
+    config = (
+        'listen = ["udp:{port}:interface=127.0.0.1"]\nudp_idle_timeout = 1\n'
+        + routesFor(servers)
+    )
     for demux in run(config):
         result = subprocess.run(
             ["dig", "@127.0.0.1", "-p", str(demux.port), "www.example.test", "A",
@@ -163,15 +167,23 @@ def test_dig(servers: dict[str, UDPServer]) -> None:
             timeout=30,
         )
         assert result.stdout.strip() == b"192.0.2.53", result
-        assert "route=dns (" in demux.waitForLog("route=dns")
+        demux.waitForLog("ended (idle for 1 s)")
+        [line] = [x for x in demux.log().splitlines() if " route=dns " in x]
+        assert " route=dns (dns=www.example.test type=A) " in line, line
+        assert "-> udp:127.0.0.1:" in line and "1 datagrams peeked" in line, line
+        assert "; ended (idle for 1 s) after " in line, line
 
 
 def test_protocolsByFirstDatagram(servers: dict[str, UDPServer]) -> None:
     """
     WireGuard, STUN and OpenVPN first datagrams each reach their own
-    backend, and each reply comes back to its client.
+    backend, and each reply comes back to its client; with
+    C{log_decisions}, each flow's decision is logged at once.
     """
-    config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + routesFor(servers)
+    config = (
+        'listen = ["udp:{port}:interface=127.0.0.1"]\nlog_decisions = true\n'
+        + routesFor(servers)
+    )
     for demux in run(config):
         for name, datagram in [
             ("wireguard", WIREGUARD_INITIATION),
@@ -515,7 +527,11 @@ def test_realOpenVPNClient(servers: dict[str, UDPServer], tmp_path: Path) -> Non
          "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=client")
     run_("openssl", "x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
          "-CAcreateserial", "-out", "client.crt", "-days", "1")
-    config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + routesFor(servers)
+    # The flow's decision is logged while the client is still there.
+    config = (
+        'listen = ["udp:{port}:interface=127.0.0.1"]\nlog_decisions = true\n'
+        + routesFor(servers)
+    )
     for demux in run(config):
         client = subprocess.Popen(
             ["openvpn", "--client", "--dev", "null", "--proto", "udp", "--remote",

@@ -56,6 +56,12 @@ def waitForListening(demux: DemuxProcess, timeout: float = 20.0) -> None:
     raise AssertionError("demux never listened on UDP")
 
 
+# Listening, with each flow's decision logged when it is made: a QUIC flow
+# lasts until it has been idle for udp_idle_timeout, well after the test's
+# look at the log.
+ASAP = 'listen = ["udp:{port}:interface=127.0.0.1"]\nlog_decisions = true\n'
+
+
 def quicRoute(server: H3Server, name: str = "h3") -> str:
     return f"""
 [[routes]]
@@ -68,10 +74,10 @@ backend = "udp:127.0.0.1:{server.port}"
 def test_http3ThroughDemux(servers: tuple[H3Server, H3Server]) -> None:
     """
     An HTTP/3 client fetches pages over one QUIC connection through demux,
-    which logs one line when it routes the flow.
+    which logs one line when it routes the flow (with C{log_decisions}).
     """
     one, _ = servers
-    config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + quicRoute(one)
+    config = ASAP + quicRoute(one)
     for demux in udpDemux(config):
         pages = fetch(demux.port, "one.example", ["/a", "/b"])
         assert [b"served by one.example" in p for p in pages] == [True, True]
@@ -87,7 +93,7 @@ def test_clientChangesPort(servers: tuple[H3Server, H3Server]) -> None:
     server chose and sends the replies to the new port.
     """
     one, _ = servers
-    config = 'listen = ["udp:{port}:interface=127.0.0.1"]\n' + quicRoute(one)
+    config = ASAP + quicRoute(one)
     ports: list[int] = []
 
     async def move(client: H3Client, index: int) -> None:
@@ -143,6 +149,7 @@ def bySNI(one: H3Server, two: H3Server) -> str:
     """
     return f"""
 listen = ["udp:{{port}}:interface=127.0.0.1"]
+log_decisions = true
 [[routes]]
 name = "one"
 match.tls.sni = ["one.example"]
