@@ -58,7 +58,6 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -74,8 +73,6 @@ from ._httpframing import (
     MessageReader,
 )
 from ._interfaces import ConnectionInfo, ITarget
-
-log = Logger(namespace="demux")
 
 DEFAULT_RESPONSE_TIMEOUT = 60.0
 DEFAULT_IDLE_TIMEOUT = 120.0
@@ -435,20 +432,14 @@ class ForwardSession(Protocol):
         route = self.connection.route
         self.connection.observer.closed(route, self.bytesUp, self.bytesDown, duration)
         if self.connection.logConnections:
-            peer = peerText(self.connection.peer)
-            first, extra = _log.opening(peer, route, self.connection.decided)
-            log.info(
-                "{text}",
-                text=f"{first} closed: {self.count} requests, "
-                f"{self.bytesUp} bytes up, {self.bytesDown} bytes down, "
-                f"{duration:.3f}s",
-                peer=peer,
-                route=route,
-                **extra,
-                requests=self.count,
-                bytesUp=self.bytesUp,
-                bytesDown=self.bytesDown,
-                duration=duration,
+            _log.forwardClosed(
+                peerText(self.connection.peer),
+                route,
+                self.count,
+                self.bytesUp,
+                self.bytesDown,
+                duration,
+                self.connection.decided,
             )
 
     def _pump(self) -> None:
@@ -518,12 +509,8 @@ class ForwardSession(Protocol):
         Answer with an error of demux's own if nothing of a response has been
         sent yet, else cut the connection; either way, it ends here.
         """
-        log.info(
-            "{peer} route={route} HTTP {status}: {detail}",
-            peer=peerText(self.connection.peer),
-            route=self.connection.route,
-            status=status,
-            detail=detail,
+        _log.forwardRefused(
+            peerText(self.connection.peer), self.connection.route, status, detail
         )
         self.closing = True
         self._cancelTimer()
@@ -754,11 +741,7 @@ class ForwardSession(Protocol):
         if self.closing or self.request is None or self.responseDone:
             return
         if self.responseStarted:
-            log.info(
-                "{peer} route={route} backend closed in the middle of a response",
-                peer=peerText(self.connection.peer),
-                route=self.connection.route,
-            )
+            _log.forwardCutOff(peerText(self.connection.peer), self.connection.route)
             self._refuse(502, "backend closed in the middle of a response")
             return
         self._refuse(

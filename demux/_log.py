@@ -48,6 +48,10 @@ DEMUX_FIELDS: Mapping[str, str] = {
     "idle": "the idle timeout that closed a connection, in seconds",
     "limit": "the limit a refused connection was over",
     "total": "how many connections were refused for that limit so far",
+    "requests": "HTTP requests forwarded on a connection whose TLS demux "
+    "ended, when it ends",
+    "status": "the HTTP status demux answered with itself",
+    "detail": "why demux answered with that status",
 }
 
 
@@ -291,6 +295,169 @@ def localDeclined(peer: str, route: str, decided: Decided) -> None:
         "{text}",
         text=f"{first} closed: declined by the in-process protocol factory",
         peer=peer,
+        route=route,
+        **extra,
+    )
+
+
+def forwardClosed(
+    peer: str,
+    route: str,
+    requests: int,
+    bytesUp: int,
+    bytesDown: int,
+    duration: float,
+    decided: Decided | None,
+) -> None:
+    """
+    A connection whose requests demux forwarded as HTTP ended.
+    """
+    first, extra = opening(peer, route, decided)
+    log.info(
+        "{text}",
+        text=f"{first} closed: {requests} requests, {bytesUp} bytes up, "
+        f"{bytesDown} bytes down, {duration:.3f}s",
+        peer=peer,
+        route=route,
+        **extra,
+        requests=requests,
+        bytesUp=bytesUp,
+        bytesDown=bytesDown,
+        duration=duration,
+    )
+
+
+def forwardRefused(peer: str, route: str, status: int, detail: str) -> None:
+    """
+    The HTTP forwarder answered a request with an error of its own.
+    """
+    log.info(
+        "{text}",
+        text=f"{peer} route={route} HTTP {status}: {detail}",
+        peer=peer,
+        route=route,
+        status=status,
+        detail=detail,
+    )
+
+
+def forwardCutOff(peer: str, route: str) -> None:
+    """
+    The backend of an HTTP-forwarded connection closed mid-response.
+    """
+    log.info(
+        "{text}",
+        text=f"{peer} route={route} backend closed in the middle of a response",
+        peer=peer,
+        route=route,
+    )
+
+
+def decryptedClosed(
+    peer: str, route: str, duration: float, decided: Decided
+) -> None:
+    """
+    A connection whose TLS demux ended for inner routes ended (the inner
+    route it took logs its own line).
+    """
+    first, extra = opening(peer, route, decided)
+    log.info(
+        "{text}",
+        text=f"{first} closed: {duration:.3f}s (decrypted for the inner routes)",
+        peer=peer,
+        route=route,
+        duration=duration,
+        **extra,
+    )
+
+
+def handshakeEnded(
+    peer: str, route: str, why: str, duration: float, decided: Decided | None
+) -> None:
+    """
+    A connection whose TLS demux was to end closed without a handshake.
+    """
+    first, extra = opening(peer, route, decided)
+    log.info(
+        "{text}",
+        text=f"{first} {why} ({duration:.3f}s)",
+        peer=peer,
+        route=route,
+        why=why,
+        duration=duration,
+        **extra,
+    )
+
+
+def flowMoved(old: str, route: str, new: str) -> None:
+    """
+    A UDP flow was followed to a new client address by its QUIC connection
+    ID.
+    """
+    log.info(
+        "{text}",
+        text=f"udp {old} route={route} moved to {new} (QUIC connection ID)",
+        route=route,
+    )
+
+
+def flowDropped(client: str, reason: str, datagrams: int, decideMs: float) -> None:
+    """
+    A UDP flow was decided to no route, and dropped.
+    """
+    log.info(
+        "{text}",
+        text=f"udp {client} dropped: {reason} ({datagrams} datagrams, "
+        f"{decideMs:.2f} ms)",
+        route=None,
+    )
+
+
+def flowDecision(
+    reason: str, target: str, datagrams: int, decideMs: float
+) -> str:
+    """
+    How a UDP flow was routed, as its lines say it.
+    """
+    return (
+        f" ({reason}) -> {target}, {datagrams} datagrams peeked, "
+        f"decided in {decideMs:.2f} ms"
+    )
+
+
+def flowRouted(client: str, route: str, decision: str, target: str) -> None:
+    """
+    A UDP flow took C{route} (with C{log_decisions = true}).
+    """
+    log.info(
+        "{text}",
+        text=f"udp {client} route={route}{decision}",
+        route=route,
+        target=target,
+    )
+
+
+def flowEnded(
+    client: str,
+    route: str | None,
+    why: str,
+    seconds: float,
+    up: tuple[int, int],
+    down: tuple[int, int],
+    decision: str | None,
+    target: str | None,
+) -> None:
+    """
+    A UDP flow ended (C{up} and C{down}: datagrams and bytes); with
+    C{decision}, its decision too.
+    """
+    extra = {} if target is None else {"target": target}
+    said = "" if decision is None else decision + ";"
+    log.info(
+        "{text}",
+        text=f"udp {client} route={route}{said} ended ({why}) after "
+        f"{seconds:.1f} s: {up[0]} datagrams ({up[1]} bytes) up, {down[0]} "
+        f"({down[1]} bytes) down",
         route=route,
         **extra,
     )

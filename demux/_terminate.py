@@ -32,7 +32,6 @@ from twisted.internet.interfaces import (
     ITransport,
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
-from twisted.logger import Logger
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -43,8 +42,6 @@ from ._errors import ConfigError
 from ._interfaces import ConnectionInfo, ITarget
 from ._routes import RouteTable
 from ._targets import IInnerTargets
-
-log = Logger(namespace="demux")
 
 CLIENT_CERTIFICATE_MODES = ("none", "request", "require")
 TLS_KEYS = ("certificate", "key", "client_certificate", "handshake_timeout")
@@ -293,18 +290,11 @@ class _Decrypted(Protocol):
                 # of its own.
                 connection.observer.closed(connection.route, 0, 0, duration)
                 if connection.logConnections and connection.decided is not None:
-                    peer = peerText(connection.peer)
-                    first, extra = _log.opening(
-                        peer, connection.route, connection.decided
-                    )
-                    log.info(
-                        "{text}",
-                        text=f"{first} closed: {duration:.3f}s (decrypted for "
-                        "the inner routes)",
-                        peer=peer,
-                        route=connection.route,
-                        duration=duration,
-                        **extra,
+                    _log.decryptedClosed(
+                        peerText(connection.peer),
+                        connection.route,
+                        duration,
+                        connection.decided,
                     )
             return
         connection.observer.closed(connection.route, 0, 0, duration)
@@ -316,16 +306,12 @@ class _Decrypted(Protocol):
             why = "closed during the TLS handshake"
         # The connection's only line: it carries the decision, if that had
         # no line of its own.
-        peer = peerText(connection.peer)
-        first, extra = _log.opening(peer, connection.route, connection.decided)
-        log.info(
-            "{text}",
-            text=f"{first} {why} ({duration:.3f}s)",
-            peer=peer,
-            route=connection.route,
-            why=why,
-            duration=duration,
-            **extra,
+        _log.handshakeEnded(
+            peerText(connection.peer),
+            connection.route,
+            why,
+            duration,
+            connection.decided,
         )
 
 

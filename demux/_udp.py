@@ -34,7 +34,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import Interface, implementer
 
-from . import _udpsocket
+from . import _log, _udpsocket
 from ._errors import DemuxError
 from ._interfaces import DATAGRAM, transportsOf
 from ._peek import DatagramPeek, Peek
@@ -668,12 +668,7 @@ class FlowTable:
         assert flow.route is not None
         self.observer.flowMigrated(flow.route)
         if self.datagrams.table.logConnections:
-            log.info(
-                "{text}",
-                text=f"udp {_text(flow.addresses[0][1])} route={flow.route} moved to "
-                f"{_text(client)} (QUIC connection ID)",
-                route=flow.route,
-            )
+            _log.flowMoved(_text(flow.addresses[0][1]), flow.route, _text(client))
 
     def _new(
         self,
@@ -727,11 +722,8 @@ class FlowTable:
         if route is None or target is None:
             kind = decision.kind or "no match"
             self.observer.flowDropped(kind, True)
-            log.info(
-                "{text}",
-                text=f"udp {_text(flow.client)} dropped: {reason} "
-                f"({len(flow.pending)} datagrams, {elapsed * 1000:.2f} ms)",
-                route=None,
+            _log.flowDropped(
+                _text(flow.client), reason, len(flow.pending), elapsed * 1000
             )
             self._remove(flow)
             return
@@ -751,16 +743,12 @@ class FlowTable:
             return
         table = self.datagrams.table
         if table.logConnections:
-            said = (
-                f" ({reason}) -> {target.description}, {held} datagrams peeked, "
-                f"decided in {elapsed * 1000:.2f} ms"
+            said = _log.flowDecision(
+                reason, target.description, held, elapsed * 1000
             )
             if table.logDecisions:
-                log.info(
-                    "{text}",
-                    text=f"udp {_text(flow.client)} route={route.name}{said}",
-                    route=route.name,
-                    target=target.description,
+                _log.flowRouted(
+                    _text(flow.client), route.name, said, target.description
                 )
             else:
                 # Said when the flow ends, in its one line.
@@ -803,20 +791,19 @@ class FlowTable:
         )
         if self.datagrams.table.logConnections:
             seconds = self.clock.seconds() - flow.started
-            decision = ""
-            extra = {}
+            target = None
             if flow.decision is not None:
-                decision = flow.decision + ";"
                 assert flow.target is not None
-                extra["target"] = flow.target.description
-            log.info(
-                "{text}",
-                text=f"udp {_text(flow.client)} route={route}{decision} ended "
-                f"({why}) after {seconds:.1f} s: {flow.datagramsUp} datagrams "
-                f"({flow.bytesUp} bytes) up, {flow.datagramsDown} "
-                f"({flow.bytesDown} bytes) down",
-                route=route,
-                **extra,
+                target = flow.target.description
+            _log.flowEnded(
+                _text(flow.client),
+                route,
+                why,
+                seconds,
+                (flow.datagramsUp, flow.bytesUp),
+                (flow.datagramsDown, flow.bytesDown),
+                flow.decision,
+                target,
             )
 
     def _remove(self, flow: Flow) -> None:
