@@ -240,7 +240,7 @@ class RelaySession:
         self.started = self.reactor.seconds()
         self.dialStarted = 0.0
         self.current: RelayBackend | None = None
-        self.candidates: list[RelayBackend] = []
+        self.candidates: tuple[RelayBackend, ...] = ()
         self.attempt: IAttempt | None = None
         self.backendError: str | None = None
         self.idle = False
@@ -258,7 +258,7 @@ class RelaySession:
         Connect to the first backend that answers, in the order the target's
         balancing gives, and relay to it.
         """
-        self.candidates = list(self.target.pick(self.reactor.seconds()))
+        self.candidates = tuple(self.target.pick(self.reactor.seconds()))
         if not self.candidates:
             self._refuseAllDown()
             return
@@ -279,7 +279,7 @@ class RelaySession:
         self.client.transport.loseConnection()
 
     def _dialNext(self) -> None:
-        backend = self.candidates.pop(0)
+        backend, self.candidates = self.candidates[0], self.candidates[1:]
         self.current = backend
         self.dialStarted = self.reactor.seconds()
         factory = _BackendFactory(self)
@@ -344,7 +344,7 @@ class RelaySession:
             return
         # Connected: the attempt is no longer something to abandon.
         self.attempt = None
-        self.candidates = []
+        self.candidates = ()
         current = self.current
         assert current is not None
         self.target.markUp(current)
@@ -353,6 +353,9 @@ class RelaySession:
             current.description,
             self.reactor.seconds() - self.dialStarted,
         )
+        # What a held connection keeps is what it costs: nothing it no
+        # longer needs (the one 0.0 is shared, a time of its own is not).
+        self.dialStarted = 0.0
         client = self.client
         if client.lost:
             backend.transport.loseConnection()
