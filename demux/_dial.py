@@ -126,6 +126,7 @@ class SocketDial:
         # family), to connect instead of a new IPv4 socket.
         self._prepared = sock
         self._socket: socket.socket | None = None
+        self._family = socket.AF_INET
         self._timer: IDelayedCall | None = None
         self._watching = False
 
@@ -135,6 +136,7 @@ class SocketDial:
         """
         sock = self._prepared
         self._prepared = None
+        self._family = socket.AF_INET if sock is None else sock.family
         if sock is None:
             try:
                 # Non-blocking from the start: no system call to make it so.
@@ -177,7 +179,7 @@ class SocketDial:
         self._stopWatching()
         self.state = "connected"
         self._socket = None
-        if sock.family == socket.AF_INET:
+        if self._family == socket.AF_INET:
             # The reactor's transport is made for this very socket, and the
             # protocol's connectionMade runs before this returns.
             connectedTransport(sock, self._address, self._factory, self._reactor)

@@ -20,11 +20,32 @@ either way.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from time import time
 
 from attrs import frozen
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 log = Logger(namespace="demux")
+
+
+def _line(level: LogLevel, text: str, **fields: object) -> None:
+    """
+    Log C{text}, a line demux has written out whole, with C{fields} for the
+    JSON log: the very event C{log.emit(level, "{text}", text=text,
+    **fields)} makes, given to the same observer, less the check that
+    C{level} is one of L{LogLevel}'s (it is), which sorts L{LogLevel}'s
+    constants on every call of every line.
+    """
+    fields.update(
+        log_logger=log,
+        log_level=level,
+        log_namespace=log.namespace,
+        log_source=log.source,
+        log_format="{text}",
+        text=text,
+        log_time=time(),
+    )
+    log.observer(fields)
 
 #: The fields demux's own events carry, besides the common ones: what each
 #: means, for the documentation and for whoever writes the log system's
@@ -106,8 +127,8 @@ def routed(peer: str, route: str, decided: Decided) -> None:
     """
     A connection took C{route}.
     """
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=decided.text(peer, route),
         peer=peer,
         route=route,
@@ -251,8 +272,8 @@ def closed(
         f"{bytesUp} bytes up, {bytesDown} bytes down, {duration:.3f}s{how}"
     )
     first, extra = opening(peer, route, decided)
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{first} closed: {summary}",
         peer=peer,
         route=route,
@@ -274,8 +295,8 @@ def localClosed(
     """
     summary = f"{bytesUp} bytes up, {duration:.3f}s (in-process)"
     first, extra = opening(peer, route, decided)
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{first} closed: {summary}",
         peer=peer,
         route=route,
@@ -291,8 +312,8 @@ def localDeclined(peer: str, route: str, decided: Decided) -> None:
     (its C{buildProtocol} returned L{None}), which was closed at once.
     """
     first, extra = opening(peer, route, decided)
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{first} closed: declined by the in-process protocol factory",
         peer=peer,
         route=route,
@@ -313,8 +334,8 @@ def forwardClosed(
     A connection whose requests demux forwarded as HTTP ended.
     """
     first, extra = opening(peer, route, decided)
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{first} closed: {requests} requests, {bytesUp} bytes up, "
         f"{bytesDown} bytes down, {duration:.3f}s",
         peer=peer,
@@ -331,8 +352,8 @@ def forwardRefused(peer: str, route: str, status: int, detail: str) -> None:
     """
     The HTTP forwarder answered a request with an error of its own.
     """
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{peer} route={route} HTTP {status}: {detail}",
         peer=peer,
         route=route,
@@ -345,8 +366,8 @@ def forwardCutOff(peer: str, route: str) -> None:
     """
     The backend of an HTTP-forwarded connection closed mid-response.
     """
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{peer} route={route} backend closed in the middle of a response",
         peer=peer,
         route=route,
@@ -361,8 +382,8 @@ def decryptedClosed(
     route it took logs its own line).
     """
     first, extra = opening(peer, route, decided)
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{first} closed: {duration:.3f}s (decrypted for the inner routes)",
         peer=peer,
         route=route,
@@ -378,8 +399,8 @@ def handshakeEnded(
     A connection whose TLS demux was to end closed without a handshake.
     """
     first, extra = opening(peer, route, decided)
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"{first} {why} ({duration:.3f}s)",
         peer=peer,
         route=route,
@@ -394,8 +415,8 @@ def flowMoved(old: str, route: str, new: str) -> None:
     A UDP flow was followed to a new client address by its QUIC connection
     ID.
     """
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"udp {old} route={route} moved to {new} (QUIC connection ID)",
         route=route,
     )
@@ -405,8 +426,8 @@ def flowDropped(client: str, reason: str, datagrams: int, decideMs: float) -> No
     """
     A UDP flow was decided to no route, and dropped.
     """
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"udp {client} dropped: {reason} ({datagrams} datagrams, "
         f"{decideMs:.2f} ms)",
         route=None,
@@ -429,8 +450,8 @@ def flowRouted(client: str, route: str, decision: str, target: str) -> None:
     """
     A UDP flow took C{route} (with C{log_decisions = true}).
     """
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"udp {client} route={route}{decision}",
         route=route,
         target=target,
@@ -453,8 +474,8 @@ def flowEnded(
     """
     extra = {} if target is None else {"target": target}
     said = "" if decision is None else decision + ";"
-    log.info(
-        "{text}",
+    _line(
+        LogLevel.info,
         text=f"udp {client} route={route}{said} ended ({why}) after "
         f"{seconds:.1f} s: {up[0]} datagrams ({up[1]} bytes) up, {down[0]} "
         f"({down[1]} bytes) down",

@@ -204,12 +204,11 @@ class DemuxProtocol(Protocol):
         elapsed = self.clock.seconds() - self.started
         route = decision.route
         reason = f"{why}; {decision.reason}" if why else decision.reason
-        peerShown = peerText(peer)
         peeked = len(self.peek)
         if route is None:
             self.state = State.REFUSED
             self.factory.observer.refused(decision.kind)
-            _log.refused(peerShown, reason, peeked, elapsed * 1000)
+            _log.refused(peerText(peer), reason, peeked, elapsed * 1000)
             self.transport.loseConnection()
             return
         refusing = IRefusingTarget(route.target, None)
@@ -221,7 +220,7 @@ class DemuxProtocol(Protocol):
             self.route = route.name
             self.factory.observer.refused("backends down")
             _log.routeRefused(
-                peerShown, route.name, refusal, reason, peeked, elapsed * 1000
+                peerText(peer), route.name, refusal, reason, peeked, elapsed * 1000
             )
             self.transport.loseConnection()
             return
@@ -258,7 +257,7 @@ class DemuxProtocol(Protocol):
             # Logged after the hand-off has started the backend's connect,
             # so the line is written while the backend answers, not before
             # it is asked.
-            _log.routed(peerShown, route.name, decided)
+            _log.routed(peerText(peer), route.name, decided)
         if self._readClosed:
             self._halfCloseDownstream()
 
@@ -382,6 +381,9 @@ class DemuxFactory(Factory[DemuxProtocol]):
             return None
         self.observer.accepted()
         protocol = DemuxProtocol(table, self.reactor, expectProxyHeader=proxied)
+        # The listening port gives the address its transport's getPeer()
+        # would make again.
+        protocol.peer = addr
         self.adopt(protocol)
         if not proxied:
             self._countSource(protocol, source)

@@ -300,8 +300,7 @@ def closeDone(transport: Any) -> None:
     ):
         transport._shouldShutdown = False
         if not transport.disconnecting and transport.connected:
-            transport.stopReading()
-            transport.stopWriting()
+            # (connectionLost stops its reading and writing itself.)
             transport.connectionLost(_DONE)
             return
     transport.loseConnection()

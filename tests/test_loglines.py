@@ -265,3 +265,42 @@ class TargetTests(LogLines):
         [decided, closed] = self.lines("web")
         self.assertTrue(decided.startswith(f"{PEER} route=web (prefix=b'GET ') -> "), decided)
         self.assertTrue(closed.startswith(f"{PEER} route=web closed: 1 requests"), closed)
+
+
+class EmitTests(SynchronousTestCase):
+    """
+    demux's pre-formatted lines are the events Twisted's logger would make.
+    """
+
+    def test_sameEventAsLogger(self) -> None:
+        """
+        A line from L{demux._log} is the event C{Logger.emit} makes for the
+        same text and fields, but for its time, and reaches the same
+        observer.
+        """
+        from twisted.logger import Logger, LogLevel
+
+        from demux import _log
+
+        seen: list[dict[str, Any]] = []
+        logger = Logger(namespace="demux", observer=seen.append)
+        self.patch(_log, "log", logger)
+        _log.closed("1.2.3.4:5", "ssh", 10, 20, 1.5, None, False, None)
+        logger.emit(
+            LogLevel.info,
+            "{text}",
+            text=seen[0]["text"],
+            peer="1.2.3.4:5",
+            route="ssh",
+            bytesUp=10,
+            bytesDown=20,
+            duration=1.5,
+            backendError=None,
+            spliced=False,
+        )
+        ours, theirs = seen
+        self.assertLess(abs(ours.pop("log_time") - theirs.pop("log_time")), 5)
+        self.assertEqual(ours, theirs)
+        self.assertEqual(
+            formatEvent(ours), "1.2.3.4:5 route=ssh closed: 10 bytes up, 20 bytes down, 1.500s"
+        )

@@ -5,9 +5,13 @@ first flights whole and cut anywhere, the bytes it needs, and what it parses.
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.trial.unittest import SynchronousTestCase
+
 from demux._interfaces import MATCH, NEED_MORE, NO_MATCH
-from demux._peek import Peek
-from demux.matchers._prefix import prefixFactory
+from demux._peek import DatagramPeek, Peek
+from demux.matchers._prefix import PrefixMatcher, prefixFactory
 from demux.testing import assertConsistent
 
 from ._matchers_basic import TLS, CorpusMixin
@@ -91,3 +95,27 @@ class PrefixTests(CorpusMixin):
         ]
         for options, words in cases:
             self.assertBuildFails(prefixFactory, options, words)
+
+
+class UnmaskedTests(SynchronousTestCase):
+    """
+    Without a mask the bytes are compared as a whole: the same verdicts as
+    comparing them under a mask of every bit, byte by byte.
+    """
+
+    @given(
+        st.binary(min_size=1, max_size=6),
+        st.integers(min_value=0, max_value=3),
+        st.binary(max_size=12),
+        st.booleans(),
+    )
+    @settings(max_examples=3000, deadline=None)
+    def test_sameAsEveryBitMasked(
+        self, value: bytes, offset: int, data: bytes, datagram: bool
+    ) -> None:
+        plain = PrefixMatcher.of(value, offset)
+        masked = PrefixMatcher.of(value, offset, b"\xff" * len(value))
+        self.assertFalse(plain.masked)
+        self.assertTrue(masked.masked)
+        peek = DatagramPeek([data]) if datagram else Peek(data)
+        self.assertIs(plain.match(peek), masked.match(peek))

@@ -71,7 +71,15 @@ class PrefixMatcher:
         )
 
     def match(self, peek: Peek) -> Verdict:
-        window = peek.data[self.offset : self.offset + len(self.value)]
+        value = self.value
+        window = peek.data[self.offset : self.offset + len(value)]
+        if not self.masked:
+            # Every bit counts: the bytes compare as a whole.
+            if window == value:
+                return MATCH
+            if len(window) < len(value) and value.startswith(window):
+                return NO_MATCH if peek.dataComplete else NEED_MORE
+            return NO_MATCH
         for got, want, mask in zip(window, self.value, self.mask, strict=False):
             if got & mask != want:
                 return NO_MATCH
