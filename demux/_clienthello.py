@@ -506,9 +506,17 @@ def _parseBody(
         if extensionsEnd != end:
             raise _Malformed()
         seen: set[int] = set()
+        arrived = len(message)
+        # The loop that runs once per extension checks its bounds itself,
+        # as _need would (past the end is malformed, past what has arrived
+        # is truncated), without a call for each.
         while pos < end:
-            pos = _need(message, pos, 4, end)
-            extensionType, extensionLength = unpack_from("!HH", message, pos - 4)
+            if pos + 4 > end:
+                raise _Malformed()
+            if pos + 4 > arrived:
+                raise _Truncated()
+            extensionType, extensionLength = unpack_from("!HH", message, pos)
+            pos += 4
             if extensionType in seen:
                 raise _Malformed()
             seen.add(extensionType)
@@ -528,7 +536,9 @@ def _parseBody(
                 supportedGroups = _uint16List(value, extensionLength)
             elif extensionType == EXT_SIGNATURE_ALGORITHMS:
                 signatureAlgorithms = _uint16List(value, extensionLength)
-            pos = _need(message, pos, extensionLength, end)
+            if dataEnd > arrived:
+                raise _Truncated()
+            pos = dataEnd
             extensions.append((extensionType, value))
 
     return ClientHello(
