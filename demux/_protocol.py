@@ -108,7 +108,7 @@ class DemuxProtocol(Protocol):
         if self.table.filtersSources:
             self.sourceIP = ipOf(self.peer)
         self._timer = self.clock.callLater(self.table.inspectDelay, self._timeUp)
-        if self.state is State.HEADER:
+        if self.state is State.HEADER or self.table.waitsForBytes():
             return
         # A route may match before the client says anything (C{any}).
         self._consider(final=False, why="")

@@ -103,6 +103,28 @@ def _checkRoutes(
         seen.add(route.name)
 
 
+def _waitsForBytes(routes: tuple[Route, ...]) -> bool:
+    """
+    Whether no connection can be decided before its first byte, whatever
+    its address: a route that every client reaches needs bytes, and no route
+    before it matches (or fails) on none.  Matchers are pure functions of
+    the bytes, so this holds for every connection the table decides, and
+    the protocol need not ask the routes about a connection that has said
+    nothing yet.
+    """
+    nothing = Peek()
+    for route in routes:
+        try:
+            verdict = route.matcher.match(nothing)
+        except Exception:
+            return False
+        if verdict is MATCH:
+            return False
+        if verdict is NEED_MORE and route.sources is None:
+            return True
+    return False
+
+
 @frozen
 class RouteTable:
     """
@@ -141,6 +163,7 @@ class RouteTable:
     logConnections: bool = True
     logDecisions: bool = False
     filtersSources: bool = field(init=False, default=False)
+    _waits: bool | None = field(init=False, default=None, eq=False, repr=False)
 
     def __attrs_post_init__(self) -> None:
         # Whether any route looks at the client's address: only then is it
@@ -158,6 +181,18 @@ class RouteTable:
                 raise ConfigError(f"{name} must be at least 1")
         if self.onTimeout is not None and self.route(self.onTimeout) is None:
             raise ConfigError(f"on_timeout names no route: {self.onTimeout!r}")
+
+    def waitsForBytes(self) -> bool:
+        """
+        Whether L{decide} says wait (L{None}) for every connection that has
+        sent nothing yet, whatever its address; asked of the routes once,
+        by the first connection that wants to know.
+        """
+        waits = self._waits
+        if waits is None:
+            waits = _waitsForBytes(self.routes)
+            object.__setattr__(self, "_waits", waits)
+        return waits
 
     def route(self, name: str) -> Route | None:
         """

@@ -5,6 +5,8 @@ time.
 
 from __future__ import annotations
 
+import ipaddress
+
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, globalLogPublisher
@@ -108,6 +110,74 @@ class DecideTests(SynchronousTestCase):
         self.assertRaises(ConfigError, RouteTable, [r], onTimeout="nope")
         self.assertRaises(ConfigError, RouteTable, [r], inspectDelay=0)
         self.assertRaises(ConfigError, RouteTable, [r], maxPeek=0)
+
+
+class WaitsForBytesTests(SynchronousTestCase):
+    """
+    L{RouteTable.waitsForBytes} says whether L{decide} waits for every
+    client that has sent nothing, so that the protocol need not ask.
+    """
+
+    def table(self, *routes: Route) -> RouteTable:
+        return RouteTable(list(routes))
+
+    def test_answers(self) -> None:
+        """
+        A first route that needs bytes: wait.  A route that matches or
+        fails on no bytes before one that waits for everybody: not known.
+        A waiting route that some clients cannot take does not count.
+        """
+        from demux import SourceFilter
+
+        f = RecordingFactory()
+        needs = route("needs", startsWith(b"x"), f)
+        anything = route("any", ScriptedMatcher(0), f)
+        never = route("never", ScriptedMatcher(0, NO_MATCH), f)
+
+        def broken(data: bytes) -> object:
+            raise ValueError("broken")
+
+        failing = route("failing", ScriptedMatcher(0, judge=broken), f)  # type: ignore[arg-type]
+        some = Route(
+            "some",
+            startsWith(b"x"),
+            LocalTarget(f, "some"),
+            sources=SourceFilter(deny=(ipaddress.ip_network("10.0.0.0/8"),)),
+        )
+        self.assertTrue(self.table(needs).waitsForBytes())
+        self.assertTrue(self.table(never, needs, anything).waitsForBytes())
+        self.assertFalse(self.table(anything, needs).waitsForBytes())
+        self.assertFalse(self.table(failing, needs).waitsForBytes())
+        self.assertFalse(self.table(some, never).waitsForBytes())
+        self.assertTrue(self.table(some, needs).waitsForBytes())
+        self.assertFalse(self.table(never).waitsForBytes())
+
+    def test_agreesWithDecide(self) -> None:
+        """
+        Wherever it says wait, L{decide} does wait for a client that has
+        sent nothing, from any address.
+        """
+        from demux import SourceFilter
+
+        f = RecordingFactory()
+        deny = SourceFilter(deny=(ipaddress.ip_network("10.0.0.0/8"),))
+        allow = SourceFilter(allow=(ipaddress.ip_network("10.0.0.0/8"),))
+        pieces = [
+            route("needs", startsWith(b"x"), f),
+            route("any", ScriptedMatcher(0), f),
+            route("never", ScriptedMatcher(0, NO_MATCH), f),
+            Route("deny", startsWith(b"x"), LocalTarget(f, "deny"), sources=deny),
+            Route("allow", ScriptedMatcher(0), LocalTarget(f, "allow"), sources=allow),
+        ]
+        addresses = [None, ipaddress.ip_address("10.1.2.3"), ipaddress.ip_address("192.0.2.1")]
+        for first in pieces:
+            for second in pieces:
+                if first.name == second.name:
+                    continue
+                table = self.table(first, second)
+                if table.waitsForBytes():
+                    for address in addresses:
+                        self.assertIsNone(decide(table, Peek(), False, address))
 
 
 class ProtocolTests(SynchronousTestCase):
