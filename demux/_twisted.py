@@ -275,15 +275,6 @@ to make than the rest of the close.
 """
 
 
-def closeWithoutShutdown(transport: Any) -> None:
-    """
-    When C{transport} closes, close its socket without C{shutdown()} first:
-    both of its directions are already done (its peer's end read, its own
-    sending side shut), so that call would only cost a system call.
-    """
-    transport._shouldShutdown = False
-
-
 def closeDone(transport: Any) -> None:
     """
     Close C{transport}, whose peer has ended its sending; if it is a plain

@@ -19,10 +19,8 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import endpoints, tcp
 from twisted.internet.base import ReactorBase
 from twisted.internet.endpoints import TCP4ClientEndpoint
-from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.testing import MemoryReactorClock
-from twisted.python.failure import Failure
 from twisted.scripts import twistd
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -139,9 +137,9 @@ class InternalsTests(SynchronousTestCase):
         """
         L{_twisted.connectedTransport} makes a working transport for a
         socket that was connected by hand, with its protocol connected, the
-        dialled address as its peer, and writes reaching the other end; once
-        told it is done both ways, it closes without a C{shutdown()}, and the
-        other end still sees an orderly end.
+        dialled address as its peer, and writes reaching the other end; with
+        nothing left to send, L{_twisted.closeDone} closes it at once (a bare
+        C{close()}), and the other end still sees an orderly end.
         """
         reactor = MemoryReactorClock()
         accepted, dialled = _connectedPair()
@@ -165,10 +163,7 @@ class InternalsTests(SynchronousTestCase):
         _twisted.writeThrough(transport, b"hello")
         self.assertEqual(accepted.recv(10), b"hello")
         self.assertIn("Remembering", repr(transport))
-        _twisted.closeWithoutShutdown(transport)
-        transport.loseConnection()
-        transport.doWrite()
-        transport.connectionLost(Failure(ConnectionDone()))
+        _twisted.closeDone(transport)
         self.assertEqual(accepted.recv(10), b"")
         self.assertEqual(dialled.fileno(), -1)
 
